@@ -1,0 +1,71 @@
+"""Atomic file and directory writes, so that a failed stage never leaves a half-written artifact.
+
+Everything is written to a temporary sibling first and renamed into place only when complete;
+a rename within one directory is atomic on POSIX file systems.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path | str) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; move it onto ``target`` only if the block succeeds.
+
+    Works for a file or a directory written by the caller at the yielded path.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    staged = scratch / target.name
+    try:
+        yield staged
+        if not staged.exists():
+            raise FileNotFoundError(f"nothing was written for {target}")
+        remove(target)
+        os.replace(staged, target)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def remove(path: Path) -> None:
+    """Delete a file or directory tree if it exists."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def write_bytes(path: Path | str, data: bytes) -> None:
+    with atomic_path(path) as staged:
+        staged.write_bytes(data)
+
+
+def write_text(path: Path | str, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def to_json(value: Any) -> str:
+    """Stable JSON (sorted keys, fixed indent, final newline): equal content gives equal bytes."""
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def write_json(path: Path | str, value: Any) -> None:
+    write_text(path, to_json(value))
+
+
+def save_arrays(directory: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write each array as ``<name>.npy`` (a format whose bytes depend only on the array)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, array in arrays.items():
+        np.save(directory / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)

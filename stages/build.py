@@ -1,0 +1,56 @@
+"""Stage ``build``: construct and compile the model from ``params.yaml``; save it untrained.
+
+Outputs the model (``models/untrained.keras``), its layer summary (``models/summary.txt``) and
+its size as a metric (``metrics/build.json``).
+"""
+
+from __future__ import annotations
+
+import os
+from unittest import mock
+
+import keras
+
+from stages import runtime
+from stages.artifacts import write_json, write_text
+from stages.cli import run_stage
+from stages.config import load_params
+from stages.keras_io import save_model
+from stages.model import build_model
+from stages.paths import BUILD_METRICS, MODEL_SUMMARY, UNTRAINED_MODEL
+
+SUMMARY_WIDTH = 100
+
+
+def summary_text(model: keras.Model) -> str:
+    """Keras' layer table, at a fixed width.
+
+    Keras sizes the table to the terminal (via rich, which reads ``COLUMNS``); fixing the width
+    makes the file the same whether the stage runs in a terminal, in CI or under ``dvc exp``.
+    """
+    lines: list[str] = []
+    with mock.patch.dict(os.environ, {"COLUMNS": str(SUMMARY_WIDTH)}):
+        model.summary(print_fn=lambda line, **_: lines.append(line), line_length=SUMMARY_WIDTH)
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    params = load_params().build
+    policy = runtime.precision_policy(params.mixed_precision, runtime.gpu_available())
+    model = build_model(params, policy)
+    save_model(model, UNTRAINED_MODEL)
+    write_text(MODEL_SUMMARY, summary_text(model))
+    trainable = sum(int(w.numpy().size) for w in model.trainable_weights)
+    write_json(
+        BUILD_METRICS,
+        {
+            "parameters": model.count_params(),
+            "trainable_parameters": trainable,
+            "precision_policy": policy,
+        },
+    )
+    print(f"build: {model.count_params()} parameters, dtype policy {policy}")
+
+
+if __name__ == "__main__":
+    run_stage("build", main)

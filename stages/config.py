@@ -1,0 +1,122 @@
+"""``params.yaml``: its schema and its validation.
+
+Every stage loads the whole file through :func:`load_params`, so a typo anywhere (an unknown key, a
+wrong type, a value out of range) is reported at once, with its path, before any work starts.
+Each stage then reads only its own section, and ``dvc.yaml`` declares exactly that section.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from stages.cli import StageError
+
+PARAMS_FILE = Path("params.yaml")
+
+
+class _Section(BaseModel):
+    # strict: "5" is not an int and 1 is not a bool; extra: unknown keys are errors, not ignored.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+Seed = Annotated[int, Field(ge=0, le=2**31 - 1)]
+
+
+class PrepareParams(_Section):
+    seed: Seed
+    validation_fraction: float = Field(gt=0, lt=0.5)
+    expected_train_count: int = Field(ge=1)
+    expected_test_count: int = Field(ge=1)
+    max_class_imbalance: float = Field(ge=1)
+    max_train_test_duplicates: int = Field(ge=0)
+
+
+class BuildParams(_Section):
+    seed: Seed
+    conv_filters: list[Annotated[int, Field(ge=1, le=1024)]] = Field(min_length=1, max_length=3)
+    kernel_size: int = Field(ge=1, le=7)
+    batch_norm: bool
+    dropout: float = Field(ge=0, lt=1)
+    dense_units: int = Field(ge=0, le=4096)
+    optimizer: Literal["adam", "sgd", "rmsprop"]
+    learning_rate: float = Field(gt=0, le=1)
+    mixed_precision: Literal["auto", "on", "off"]
+
+
+class TrainParams(_Section):
+    seed: Seed
+    epochs: int = Field(ge=1, le=1000)
+    batch_size: int = Field(ge=1, le=65536)
+    lr_schedule: Literal["constant", "cosine"]
+    warmup_fraction: float = Field(ge=0, lt=1)
+
+
+class TestParams(_Section):
+    __test__ = False  # not a pytest test class
+    min_accuracy: float = Field(ge=0, le=1)
+    min_class_recall: float = Field(ge=0, le=1)
+    baseline_metrics: str
+    max_accuracy_drop: float = Field(ge=0, le=1)
+    worst_examples: int = Field(ge=1, le=400)
+
+
+class PackageParams(_Section):
+    model_name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    version: int = Field(ge=1)
+
+
+class Params(_Section):
+    prepare: PrepareParams
+    build: BuildParams
+    train: TrainParams
+    test: TestParams
+    package: PackageParams
+
+
+_RANGE_WORDS = {
+    "greater_than_equal": ("≥", "ge"),
+    "greater_than": (">", "gt"),
+    "less_than_equal": ("≤", "le"),
+    "less_than": ("<", "lt"),
+}
+
+
+def _describe(error: dict[str, Any]) -> str:
+    """One error as ``path: what is wrong, got <value>``."""
+    path = ".".join(str(part) for part in error["loc"])
+    kind, context, value = error["type"], error.get("ctx", {}), error.get("input")
+    if kind in _RANGE_WORDS:
+        symbol, key = _RANGE_WORDS[kind]
+        return f"{path}: must be {symbol} {context[key]}, got {value!r}"
+    if kind == "extra_forbidden":
+        return f"{path}: unknown key"
+    if kind == "missing":
+        return f"{path}: missing"
+    return f"{path}: {error['msg'][0].lower()}{error['msg'][1:]}, got {value!r}"
+
+
+def parse_params(raw: Any) -> Params:
+    """Validate already-parsed YAML; raise StageError listing every problem."""
+    if not isinstance(raw, dict):
+        raise StageError(f"{PARAMS_FILE} must be a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as error:
+        problems = "; ".join(_describe(e) for e in error.errors(include_url=False))
+        raise StageError(f"invalid {PARAMS_FILE}: {problems}") from None
+
+
+def load_params(path: Path | str = PARAMS_FILE) -> Params:
+    """Read and validate the params file."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise StageError(f"{path} not found; run stages from the repository root") from None
+    except yaml.YAMLError as error:
+        raise StageError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
+    return parse_params(raw)

@@ -1,0 +1,128 @@
+"""Stage ``fetch``: get the four raw MNIST files into ``data/raw``, verified against pinned md5s.
+
+Sources are tried per file, in order: ``$MNIST_MIRROR`` (a directory or an http(s)/file URL), then
+the public mirrors. Each archive is extracted and its content's md5 compared with the pinned one;
+on any failure the next source is tried. ``data/raw`` appears only once all four files are verified.
+Being a cached DVC output, it is fetched once and then pulled from the DVC remote.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+from tqdm import tqdm
+
+from stages.artifacts import atomic_path
+from stages.cli import StageError, run_stage
+from stages.mnist import MIRROR_ENV, PUBLIC_MIRRORS, RAW_FILES, RawFile
+from stages.paths import RAW_DIR
+
+CHUNK = 1 << 20
+DOWNLOAD_TIMEOUT_S = 30
+
+
+class SourceFailure(Exception):
+    """One source could not provide one file; the next source is tried."""
+
+
+def mirror_sources(environ: dict[str, str] | os._Environ = os.environ) -> list[str]:
+    """The sources to try, in order: ``$MNIST_MIRROR`` if set, then the public mirrors."""
+    override = environ.get(MIRROR_ENV, "").strip()
+    return ([override] if override else []) + list(PUBLIC_MIRRORS)
+
+
+def _is_url(source: str) -> bool:
+    return source.startswith(("http://", "https://", "file://"))
+
+
+def _copy_with_progress(stream: BinaryIO, target: BinaryIO, total: int | None, label: str) -> None:
+    # tqdm's disable=None shows the bar on a terminal only, so CI logs stay clean.
+    with tqdm(total=total, unit="B", unit_scale=True, desc=label, disable=None, leave=False) as bar:
+        while chunk := stream.read(CHUNK):
+            target.write(chunk)
+            bar.update(len(chunk))
+
+
+def download(source: str, archive: str, target: Path) -> None:
+    """Copy ``<source>/<archive>`` to ``target``, whether the source is a URL or a directory."""
+    try:
+        if _is_url(source):
+            url = source.rstrip("/") + "/" + archive
+            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:  # noqa: S310
+                length = response.headers.get("Content-Length")
+                with target.open("wb") as out:
+                    _copy_with_progress(response, out, int(length) if length else None, archive)
+        else:
+            path = Path(source).expanduser() / archive
+            with path.open("rb") as stream, target.open("wb") as out:
+                _copy_with_progress(stream, out, path.stat().st_size, archive)
+    except urllib.error.HTTPError as error:
+        raise SourceFailure(f"HTTP {error.code} {error.reason}") from None
+    except urllib.error.URLError as error:
+        raise SourceFailure(f"cannot connect ({error.reason})") from None
+    except FileNotFoundError:
+        raise SourceFailure(f"no file {archive} there") from None
+    except (OSError, TimeoutError) as error:
+        raise SourceFailure(f"read failed ({error})") from None
+
+
+def extract_verified(archive_path: Path, raw_file: RawFile, target: Path) -> None:
+    """Gunzip ``archive_path`` into ``target`` and check the extracted bytes' md5."""
+    digest = hashlib.md5(usedforsecurity=False)
+    try:
+        with gzip.open(archive_path, "rb") as stream, target.open("wb") as out:
+            while chunk := stream.read(CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
+        raise SourceFailure(f"corrupt gzip archive ({error})") from None
+    if digest.hexdigest() != raw_file.md5:
+        raise SourceFailure(f"checksum mismatch: md5 {digest.hexdigest()}, expected {raw_file.md5}")
+
+
+def fetch_file(raw_file: RawFile, sources: Sequence[str], directory: Path) -> str:
+    """Put a verified ``raw_file`` into ``directory``; return the source that provided it."""
+    failures = []
+    archive_path = directory / raw_file.archive
+    target = directory / raw_file.name
+    for source in sources:
+        try:
+            download(source, raw_file.archive, archive_path)
+            extract_verified(archive_path, raw_file, target)
+            return source
+        except SourceFailure as failure:
+            failures.append(f"  {source}: {failure}")
+            target.unlink(missing_ok=True)
+        finally:
+            archive_path.unlink(missing_ok=True)
+    raise StageError(
+        f"could not get a verified {raw_file.archive} from any source:\n"
+        + "\n".join(failures)
+        + f"\n  fix: set {MIRROR_ENV} to a directory or http(s) URL that holds the MNIST .gz files,"
+        f" e.g. {MIRROR_ENV}=../shared/datasets/mnist"
+    )
+
+
+def fetch_all(raw_dir: Path, sources: Sequence[str]) -> dict[str, str]:
+    """Fetch all four files into ``raw_dir`` atomically; return which source gave each file."""
+    with atomic_path(raw_dir) as staged:
+        staged.mkdir()
+        return {raw.name: fetch_file(raw, sources, staged) for raw in RAW_FILES}
+
+
+def main() -> None:
+    used = fetch_all(RAW_DIR, mirror_sources())
+    for name, source in used.items():
+        print(f"fetch: {name} verified (from {source})")
+
+
+if __name__ == "__main__":
+    run_stage("fetch", main)

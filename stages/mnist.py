@@ -1,0 +1,34 @@
+"""Facts about the MNIST dataset that the code pins: file names, checksums, public mirrors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RawFile:
+    name: str  # the extracted IDX file, as stored in data/raw
+    md5: str  # md5 of the extracted bytes, as published with MNIST
+
+    @property
+    def archive(self) -> str:
+        """The gzip file name used by every mirror."""
+        return f"{self.name}.gz"
+
+
+TRAIN_IMAGES = RawFile("train-images-idx3-ubyte", "6bbc9ace898e44ae57da46a324031adb")
+TRAIN_LABELS = RawFile("train-labels-idx1-ubyte", "a25bea736e30d166cdddb491f175f624")
+TEST_IMAGES = RawFile("t10k-images-idx3-ubyte", "2646ac647ad5339dbf082846283269ea")
+TEST_LABELS = RawFile("t10k-labels-idx1-ubyte", "27ae3e4e09519cfbb04c329615203637")
+RAW_FILES = (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
+
+# Tried in order after $MNIST_MIRROR. The .gz bytes differ between mirrors; the extracted content
+# does not, which is why only the extracted content is pinned.
+PUBLIC_MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+)
+MIRROR_ENV = "MNIST_MIRROR"
+
+IMAGE_SHAPE = (28, 28)
+NUM_CLASSES = 10

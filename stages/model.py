@@ -1,0 +1,63 @@
+"""The classifier: a small convnet sized to reach >99.2% MNIST test accuracy in minutes on a CPU.
+
+Shaped after the Keras ``mnist_convnet`` example, with three conv blocks instead of two and no
+dense hidden layer by default. The model takes raw uint8 images and does its own scaling, so the
+exported package needs no separate preprocessing step.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from stages.config import BuildParams
+from stages.mnist import IMAGE_SHAPE, NUM_CLASSES
+
+OPTIMIZERS = {
+    "adam": keras.optimizers.Adam,
+    "sgd": keras.optimizers.SGD,
+    "rmsprop": keras.optimizers.RMSprop,
+}
+
+
+def _conv_block(x, filters: int, params: BuildParams):
+    if not params.batch_norm:
+        return layers.Conv2D(filters, params.kernel_size, padding="same", activation="relu")(x)
+    x = layers.Conv2D(filters, params.kernel_size, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    return layers.ReLU()(x)
+
+
+def build_model(params: BuildParams, policy: str) -> keras.Model:
+    """Construct and compile the model described by ``params`` under the dtype ``policy``."""
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        keras.utils.set_random_seed(params.seed)
+        images = keras.Input(IMAGE_SHAPE, dtype="uint8", name="images")
+        x = layers.Rescaling(1 / 255)(images)
+        x = layers.Reshape((*IMAGE_SHAPE, 1))(x)
+        for index, filters in enumerate(params.conv_filters):
+            if index:
+                x = layers.MaxPooling2D()(x)
+            x = _conv_block(x, filters, params)
+        x = layers.Flatten()(x)
+        if params.dense_units:
+            x = layers.Dropout(params.dropout)(x)
+            x = layers.Dense(params.dense_units, activation="relu")(x)
+        x = layers.Dropout(params.dropout)(x)
+        # float32 output keeps softmax and the loss exact under mixed precision.
+        probabilities = layers.Dense(
+            NUM_CLASSES, activation="softmax", dtype="float32", name="probabilities"
+        )(x)
+        model = keras.Model(images, probabilities, name="mnist_convnet")
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+    model.compile(
+        optimizer=OPTIMIZERS[params.optimizer](learning_rate=params.learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=["accuracy"],
+    )
+    # Create the optimizer's slots now, so that the saved model loads without a state mismatch.
+    model.optimizer.build(model.trainable_variables)
+    return model

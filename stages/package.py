@@ -1,0 +1,225 @@
+"""Stage ``package``: export a servable, verified SavedModel with its model card.
+
+Layout is TensorFlow Serving's, ``dist/<model_name>/<version>/`` (``saved_model.pb``,
+``variables/``), with the model card in ``assets.extra/`` (the SavedModel folder for files that
+travel with a model but are not part of the graph). The ``serving_default`` signature takes raw
+uint8 images ``[N, 28, 28]`` and returns ``probabilities`` ``[N, 10]`` and ``digit`` ``[N]``.
+Before the export is moved into place it is loaded back, independently of Keras, and its
+predictions on the whole test set must equal the trained model's.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from stages.artifacts import atomic_path, to_json
+from stages.cli import StageError, run_stage
+from stages.config import Params, load_params
+from stages.datasets import load_split
+from stages.keras_io import load_model
+from stages.mnist import IMAGE_SHAPE
+from stages.paths import DATA_REPORT, DIST_DIR, PREPARED_DIR, TEST_METRICS, TRAINED_MODEL
+
+SIGNATURE = "serving_default"
+CARD_DIR = "assets.extra"
+PROBABILITY_TOLERANCE = 1e-5
+LIBRARIES = ("tensorflow", "keras", "numpy", "dvc", "dvclive")
+
+
+def export_dir(params: Params, dist_dir: Path = DIST_DIR) -> Path:
+    return dist_dir / params.package.model_name / str(params.package.version)
+
+
+def export_savedmodel(model: keras.Model, directory: Path) -> None:
+    """Write ``model`` as a SavedModel whose ``serving_default`` takes raw uint8 images."""
+
+    def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        probabilities = model(images, training=False)
+        digit = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+        return {"probabilities": probabilities, "digit": digit}
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        SIGNATURE, serve, input_signature=[tf.TensorSpec([None, *IMAGE_SHAPE], tf.uint8, "images")]
+    )
+    archive.write_out(str(directory), verbose=False)
+
+
+def predict_with_export(directory: Path, images: np.ndarray) -> dict[str, np.ndarray]:
+    """Run the exported ``serving_default`` signature, as a server would."""
+    signature = tf.saved_model.load(str(directory)).signatures[SIGNATURE]
+    outputs = signature(images=tf.constant(images, dtype=tf.uint8))
+    return {name: tensor.numpy() for name, tensor in outputs.items()}
+
+
+def verify_export(directory: Path, model: keras.Model, images: np.ndarray) -> dict:
+    """Check the export predicts exactly what the trained model does; return the comparison."""
+    expected = model.predict(images, batch_size=1000, verbose=0)
+    exported = predict_with_export(directory, images)
+    digits_equal = bool(np.array_equal(exported["digit"], expected.argmax(axis=1)))
+    max_difference = float(np.abs(exported["probabilities"] - expected).max())
+    if not digits_equal or max_difference > PROBABILITY_TOLERANCE:
+        mismatches = int((exported["digit"] != expected.argmax(axis=1)).sum())
+        raise StageError(
+            f"exported model disagrees with the trained model: {mismatches} different digits,"
+            f" probabilities differ by up to {max_difference:.2e} (tolerance"
+            f" {PROBABILITY_TOLERANCE}); the export was not written"
+        )
+    return {
+        "examples": len(images),
+        "digits_equal": True,
+        "max_probability_difference": max_difference,
+    }
+
+
+def git_revision() -> str:
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"],  # noqa: S607 (git from PATH, as a user runs it)
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return result.stdout.strip()
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise StageError(f"{path} is missing; run `dvc repro` to produce it") from None
+
+
+def model_card(params: Params, test_metrics: dict, data_report: dict, verification: dict) -> dict:
+    """What a user of the package needs to know: what it does, how well, from what, built how."""
+    return {
+        "model_name": params.package.model_name,
+        "version": params.package.version,
+        "task": "classify a 28x28 grayscale handwritten digit (white on black, like MNIST) as 0-9",
+        "signature": {
+            "name": SIGNATURE,
+            "inputs": {"images": "uint8 [N, 28, 28], pixel values 0-255"},
+            "outputs": {
+                "probabilities": "float32 [N, 10], softmax over digits 0-9",
+                "digit": "int32 [N], the most probable digit",
+            },
+        },
+        "metrics": {
+            "accuracy": test_metrics["accuracy"],
+            "loss": test_metrics["loss"],
+            "per_class": test_metrics["per_class"],
+            "evaluated_on": f"MNIST test set, {test_metrics['examples']} images",
+        },
+        "verification": verification,
+        "data": {
+            "raw_files_md5": {n: f["md5"] for n, f in sorted(data_report["raw_files"].items())},
+            "split": data_report["split"],
+        },
+        "params": params.model_dump(),
+        "libraries": library_versions(),
+        "git_revision": git_revision(),
+    }
+
+
+def card_markdown(card: dict) -> str:
+    metrics = card["metrics"]
+    recall_rows = "\n".join(
+        f"| {digit} | {s['precision']:.4f} | {s['recall']:.4f} | {s['f1']:.4f} | {s['support']} |"
+        for digit, s in metrics["per_class"].items()
+    )
+    files = "\n".join(
+        f"- `{name}`: md5 `{md5}`" for name, md5 in card["data"]["raw_files_md5"].items()
+    )
+    libraries = ", ".join(f"{name} {version}" for name, version in card["libraries"].items())
+    return f"""# Model card: {card["model_name"]}, version {card["version"]}
+
+**Task:** {card["task"]}.
+
+**Serving:** TensorFlow SavedModel, signature `{card["signature"]["name"]}`:
+input `images` {card["signature"]["inputs"]["images"]};
+outputs `probabilities` {card["signature"]["outputs"]["probabilities"]},
+`digit` {card["signature"]["outputs"]["digit"]}.
+
+## Quality ({metrics["evaluated_on"]})
+
+Accuracy **{metrics["accuracy"]:.4f}**, loss {metrics["loss"]:.4f}.
+
+| digit | precision | recall | F1 | support |
+|---|---|---|---|---|
+{recall_rows}
+
+Export verified: predictions of the exported model equal the trained model's on
+{card["verification"]["examples"]} test images (largest probability difference
+{card["verification"]["max_probability_difference"]:.1e}).
+
+## Data
+
+MNIST (LeCun, Cortes, Burges), split {card["data"]["split"]["train"]} train /
+{card["data"]["split"]["validation"]} validation (stratified, seed {card["data"]["split"]["seed"]}).
+{files}
+
+## Build
+
+Git revision `{card["git_revision"]}`; {libraries}.
+All parameters are in `model_card.json`.
+
+## Limits
+
+Trained only on centred, size-normalised MNIST digits: expect lower accuracy on other handwriting
+styles, unnormalised crops, or dark-on-light images that are not inverted first.
+"""
+
+
+def package(
+    params: Params,
+    model_file: Path = TRAINED_MODEL,
+    prepared_dir: Path = PREPARED_DIR,
+    test_metrics_file: Path = TEST_METRICS,
+    data_report_file: Path = DATA_REPORT,
+    dist_dir: Path = DIST_DIR,
+) -> Path:
+    """Export, verify and document the model; return the version directory."""
+    model = load_model(model_file)
+    images, _ = load_split("test", prepared_dir)
+    target = export_dir(params, dist_dir)
+    with atomic_path(target) as staged:
+        export_savedmodel(model, staged)
+        verification = verify_export(staged, model, images)
+        card = model_card(
+            params, read_json(test_metrics_file), read_json(data_report_file), verification
+        )
+        (staged / CARD_DIR).mkdir(exist_ok=True)
+        (staged / CARD_DIR / "model_card.json").write_text(to_json(card))
+        (staged / CARD_DIR / "model_card.md").write_text(card_markdown(card))
+    return target
+
+
+def main() -> None:
+    target = package(load_params())
+    print(f"package: verified SavedModel written to {target}")
+
+
+if __name__ == "__main__":
+    run_stage("package", main)

@@ -1,0 +1,17 @@
+"""Where every artifact of the pipeline lives, in one place (``dvc.yaml`` names the same paths)."""
+
+from pathlib import Path
+
+RAW_DIR = Path("data/raw")  # fetch: the four extracted MNIST IDX files
+PREPARED_DIR = Path("data/prepared")  # prepare: {train,validation,test}/{images,labels}.npy
+DATA_REPORT = Path("metrics/data_validation.json")  # prepare: soft findings of validation
+UNTRAINED_MODEL = Path("models/untrained.keras")  # build
+MODEL_SUMMARY = Path("models/summary.txt")  # build
+BUILD_METRICS = Path("metrics/build.json")  # build
+TRAINED_MODEL = Path("models/model.keras")  # train
+TRAIN_LOG_DIR = Path("metrics/train")  # train: DVCLive metrics.json and per-epoch plots
+TRAIN_STATE_DIR = Path(".train-state")  # train: resume checkpoint, not an artifact (git-ignored)
+TEST_METRICS = Path("metrics/test.json")  # test
+CONFUSION_PLOT = Path("plots/confusion.json")  # test
+WORST_PLOT = Path("plots/worst_misclassified.png")  # test
+DIST_DIR = Path("dist")  # package: dist/<model_name>/<version>/

@@ -1,0 +1,33 @@
+"""TensorFlow set-up shared by the stages that use it: seeds, determinism, precision."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+MIXED = "mixed_float16"
+FULL = "float32"
+
+
+def gpu_available() -> bool:
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def precision_policy(setting: str, gpu: bool) -> str:
+    """The Keras dtype policy for ``build.mixed_precision``.
+
+    ``auto`` uses float16 compute only where it pays off (a GPU); on a CPU it is slower and less
+    exact, so ``auto`` keeps float32 there. ``on``/``off`` force either.
+    """
+    if setting == "on" or (setting == "auto" and gpu):
+        return MIXED
+    return FULL
+
+
+def make_deterministic(seed: int) -> None:
+    """Seed Python, NumPy and TensorFlow, and make TF pick deterministic kernels.
+
+    With this, a run's results depend only on data, code and params (on the same hardware).
+    """
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()

@@ -1,0 +1,206 @@
+"""Stage ``train``: fit the built model on the prepared arrays; log every epoch with DVCLive.
+
+Deterministic: seeded, TensorFlow op determinism on, and each epoch's example order a pure function
+of ``(train.seed, epoch)``. That last point is what makes resuming exact: after every epoch the
+model (with optimizer state) and the metric history are checkpointed to ``.train-state/``; if the
+stage is killed, running it again continues from the last finished epoch and ends with the same
+model, byte for byte, as an uninterrupted run. A NaN or infinite loss stops training with an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from dvclive import Live
+from dvclive.keras import DVCLiveCallback
+
+from stages import runtime
+from stages.artifacts import remove, write_json
+from stages.cli import StageError, run_stage
+from stages.config import TrainParams, load_params
+from stages.datasets import load_split
+from stages.keras_io import load_model, save_model
+from stages.paths import (
+    PREPARED_DIR,
+    TRAIN_LOG_DIR,
+    TRAIN_STATE_DIR,
+    TRAINED_MODEL,
+    UNTRAINED_MODEL,
+)
+
+
+def training_batches(
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    seed: int,
+    first_epoch: int,
+    epochs: int,
+) -> tf.data.Dataset:
+    """Batches for epochs ``first_epoch .. epochs-1``, each epoch in its own seeded order.
+
+    The order is drawn with a stateless shuffle keyed on ``(seed, epoch)`` rather than from a
+    stateful shuffle buffer, so epoch 5 is the same whether or not epochs 0-4 ran in this process.
+    """
+    images_t, labels_t = tf.constant(images), tf.constant(labels)
+    count = len(labels)
+
+    def epoch_order(epoch: tf.Tensor) -> tf.data.Dataset:
+        key = tf.stack([tf.constant(seed, tf.int64), epoch])
+        order = tf.random.experimental.stateless_shuffle(tf.range(count), seed=key)
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+
+    return (
+        tf.data.Dataset.range(first_epoch, epochs)
+        .flat_map(epoch_order)
+        .map(lambda batch: (tf.gather(images_t, batch), tf.gather(labels_t, batch)))
+        .prefetch(2)
+    )
+
+
+def learning_rate_schedule(
+    base_rate: float, params: TrainParams, steps_per_epoch: int
+) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """``build.learning_rate`` held constant, or warmed up linearly then cosine-decayed per step."""
+    if params.lr_schedule == "constant":
+        return base_rate
+    total = params.epochs * steps_per_epoch
+    warmup = round(total * params.warmup_fraction)
+    if not warmup:
+        return keras.optimizers.schedules.CosineDecay(base_rate, total)
+    return keras.optimizers.schedules.CosineDecay(
+        0.0, total - warmup, warmup_target=base_rate, warmup_steps=warmup
+    )
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Fail fast, with the cause, instead of Keras' silent ``TerminateOnNaN``."""
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        loss = float((logs or {}).get("loss", 0.0))
+        if not math.isfinite(loss):
+            raise StageError(
+                f"training loss became {loss} at epoch {self.epoch + 1}, batch {batch + 1};"
+                " lower build.learning_rate (or check the data) and run again"
+            )
+
+
+def fingerprint(params: TrainParams, inputs: list[Path]) -> str:
+    """Identifies a training run: a checkpoint is only resumed by the run that made it."""
+    digest = hashlib.sha256(params.model_dump_json().encode())
+    digest.update(Path(__file__).read_bytes())
+    for path in inputs:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+class TrainingState:
+    """The resume checkpoint: model + optimizer after the last finished epoch, and the history."""
+
+    def __init__(self, directory: Path, run_fingerprint: str):
+        self.directory = directory
+        self.model_file = directory / "checkpoint.keras"
+        self.progress_file = directory / "progress.json"
+        self.run_fingerprint = run_fingerprint
+
+    def load(self) -> tuple[keras.Model, list[dict]] | None:
+        """The checkpoint of this same run, if there is one."""
+        try:
+            progress = json.loads(self.progress_file.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        if progress.get("fingerprint") != self.run_fingerprint or not self.model_file.exists():
+            return None
+        return load_model(self.model_file), progress["history"]
+
+    def save(self, model: keras.Model, history: list[dict]) -> None:
+        # Model first, then progress: progress never points at a checkpoint that isn't complete.
+        save_model(model, self.model_file)
+        write_json(self.progress_file, {"fingerprint": self.run_fingerprint, "history": history})
+
+    def clear(self) -> None:
+        remove(self.directory)
+
+
+class Checkpoint(keras.callbacks.Callback):
+    def __init__(self, state: TrainingState, history: list[dict]):
+        super().__init__()
+        self.state, self.history = state, history
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.history.append({name: float(value) for name, value in (logs or {}).items()})
+        self.state.save(self.model, self.history)
+
+
+def train(
+    params: TrainParams,
+    untrained_model: Path = UNTRAINED_MODEL,
+    prepared_dir: Path = PREPARED_DIR,
+    model_out: Path = TRAINED_MODEL,
+    live_dir: Path = TRAIN_LOG_DIR,
+    state_dir: Path = TRAIN_STATE_DIR,
+    extra_callbacks: tuple[keras.callbacks.Callback, ...] = (),
+) -> list[dict]:
+    """Train (or resume training) and save the model; return the per-epoch metric history."""
+    runtime.make_deterministic(params.seed)
+    train_x, train_y = load_split("train", prepared_dir)
+    val_x, val_y = load_split("validation", prepared_dir)
+    inputs = [untrained_model] + [
+        prepared_dir / split / f"{array}.npy"
+        for split in ("train", "validation")
+        for array in ("images", "labels")
+    ]
+    state = TrainingState(state_dir, fingerprint(params, inputs))
+
+    model = load_model(untrained_model)
+    base_rate = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+    resumed = state.load()
+    history: list[dict] = []
+    if resumed:
+        model, history = resumed
+        print(f"train: resuming after epoch {len(history)} of {params.epochs}")
+    steps_per_epoch = math.ceil(len(train_y) / params.batch_size)
+    model.optimizer.learning_rate = learning_rate_schedule(base_rate, params, steps_per_epoch)
+
+    live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None)
+    logger = DVCLiveCallback(live=live)
+    for epoch, logs in enumerate(history):  # replay finished epochs into a fresh log
+        logger.on_epoch_end(epoch, dict(logs))
+
+    model.fit(
+        training_batches(
+            train_x, train_y, params.batch_size, params.seed, len(history), params.epochs
+        ),
+        epochs=params.epochs,
+        initial_epoch=len(history),
+        steps_per_epoch=steps_per_epoch,
+        validation_data=(val_x, val_y),
+        validation_batch_size=params.batch_size,
+        shuffle=False,  # the dataset is already in its seeded per-epoch order
+        callbacks=[StopOnNaN(), Checkpoint(state, history), logger, *extra_callbacks],
+        verbose=2,
+    )
+    if len(history) == params.epochs:  # a callback may have stopped training early
+        live.end()
+    save_model(model, model_out)
+    state.clear()
+    return history
+
+
+def main() -> None:
+    history = train(load_params().train)
+    final = history[-1]
+    print(f"train: val_accuracy {final['val_accuracy']:.4f}, val_loss {final['val_loss']:.4f}")
+
+
+if __name__ == "__main__":
+    run_stage("train", main)
