@@ -91,7 +91,9 @@ def _describe(error: dict[str, Any]) -> str:
     kind, context, value = error["type"], error.get("ctx", {}), error.get("input")
     if kind in _RANGE_WORDS:
         symbol, key = _RANGE_WORDS[kind]
-        return f"{path}: must be {symbol} {context[key]}, got {value!r}"
+        bound = context[key]
+        bound = int(bound) if isinstance(bound, float) and bound.is_integer() else bound
+        return f"{path}: must be {symbol} {bound}, got {value!r}"
     if kind == "extra_forbidden":
         return f"{path}: unknown key"
     if kind == "missing":

@@ -1,0 +1,55 @@
+"""Shared fixtures. Tests that need real MNIST read it from ../shared/datasets/mnist by path."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import SHARED_MNIST
+
+
+@pytest.fixture(scope="session")
+def shared_mnist() -> Path:
+    if not (SHARED_MNIST / "train-images-idx3-ubyte.gz").exists():
+        pytest.fail(f"the offline MNIST mirror is missing at {SHARED_MNIST}")
+    return SHARED_MNIST
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 (the stdlib's name)
+        pass
+
+
+def serve_directory(directory: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/"
+
+
+@pytest.fixture(scope="session")
+def http_mirror(shared_mnist: Path) -> Iterator[str]:
+    """The shared MNIST files served over HTTP on 127.0.0.1, like a public mirror."""
+    server, url = serve_directory(shared_mnist)
+    yield url
+    server.shutdown()
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator:
+    """Serve any directory over HTTP for the length of one test."""
+    servers = []
+
+    def start(directory: Path) -> str:
+        server, url = serve_directory(directory)
+        servers.append(server)
+        return url
+
+    yield start
+    for server in servers:
+        server.shutdown()

@@ -1,0 +1,76 @@
+"""params.yaml validation: every problem reported at once, with its path."""
+
+from __future__ import annotations
+
+import pytest
+
+from stages.cli import StageError
+from stages.config import load_params, parse_params
+from tests.helpers import REPO_ROOT, default_params, error_line, run_module, write_params
+
+
+def test_repository_params_are_valid() -> None:
+    params = load_params(REPO_ROOT / "params.yaml")
+    assert params.train.epochs >= 1
+    assert params.package.model_name == "mnist"
+
+
+def test_all_problems_reported_with_their_paths() -> None:
+    raw = default_params()
+    raw["train"]["epochs"] = 0
+    raw["train"]["epoch"] = 3
+    raw["build"]["batch_norm"] = "yes"
+    raw["test"]["min_accuracy"] = 1.5
+    raw["prepare"]["validation_fraction"] = 0.0
+    del raw["package"]["version"]
+    raw["extra_section"] = {}
+    with pytest.raises(StageError) as error:
+        parse_params(raw)
+    message = str(error.value)
+    assert "train.epochs: must be ≥ 1, got 0" in message
+    assert "train.epoch: unknown key" in message
+    assert "build.batch_norm: input should be a valid boolean, got 'yes'" in message
+    assert "test.min_accuracy: must be ≤ 1, got 1.5" in message
+    assert "prepare.validation_fraction: must be > 0, got 0.0" in message
+    assert "package.version: missing" in message
+    assert "extra_section: unknown key" in message
+    assert "\n" not in message
+
+
+def test_strings_are_not_numbers() -> None:
+    raw = default_params()
+    raw["train"]["batch_size"] = "128"
+    with pytest.raises(StageError, match=r"train\.batch_size: input should be a valid integer"):
+        parse_params(raw)
+
+
+def test_model_name_must_be_a_safe_folder_name() -> None:
+    raw = default_params()
+    raw["package"]["model_name"] = "../escape"
+    with pytest.raises(StageError, match=r"package\.model_name: string should match pattern"):
+        parse_params(raw)
+
+
+def test_not_a_mapping_and_bad_yaml(tmp_path) -> None:
+    with pytest.raises(StageError, match="must be a mapping of sections, got list"):
+        parse_params([1, 2])
+    broken = tmp_path / "params.yaml"
+    broken.write_text("train: [unclosed\n")
+    with pytest.raises(StageError, match="is not valid YAML"):
+        load_params(broken)
+    with pytest.raises(StageError, match="not found"):
+        load_params(tmp_path / "missing.yaml")
+
+
+def test_stage_refuses_bad_params_and_writes_nothing(tmp_path) -> None:
+    raw = default_params()
+    raw["prepare"]["seed"] = -1
+    raw["train"]["epochs"] = 0
+    write_params(tmp_path, raw)
+    result = run_module("prepare", tmp_path)
+    assert result.returncode == 1
+    assert error_line(result) == (
+        "prepare: error: invalid params.yaml: prepare.seed: must be ≥ 0, got -1;"
+        " train.epochs: must be ≥ 1, got 0"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
