@@ -30,6 +30,9 @@ def _conv_block(x, filters: int, params: BuildParams):
 
 def build_model(params: BuildParams, policy: str) -> keras.Model:
     """Construct and compile the model described by ``params`` under the dtype ``policy``."""
+    # Layer names (conv2d, conv2d_1, ...) are saved with the model; a fresh session makes them
+    # independent of whatever was built earlier in this process.
+    keras.backend.clear_session()
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)
     try:

@@ -103,6 +103,15 @@ def fingerprint(params: TrainParams, inputs: list[Path]) -> str:
     return digest.hexdigest()
 
 
+def unsaved_state(model: keras.Model) -> list:
+    """Variables the ``.keras`` format leaves out: the random-number state of e.g. Dropout.
+
+    Restoring them is what makes a resumed epoch drop the same units as an uninterrupted one.
+    """
+    saved = {id(weight) for weight in model.weights}
+    return [variable for variable in model.variables if id(variable) not in saved]
+
+
 class TrainingState:
     """The resume checkpoint: model + optimizer after the last finished epoch, and the history."""
 
@@ -120,12 +129,20 @@ class TrainingState:
             return None
         if progress.get("fingerprint") != self.run_fingerprint or not self.model_file.exists():
             return None
-        return load_model(self.model_file), progress["history"]
+        model = load_model(self.model_file)
+        for variable, value in zip(unsaved_state(model), progress["unsaved_state"], strict=True):
+            variable.assign(np.asarray(value, dtype=variable.dtype))
+        return model, progress["history"]
 
     def save(self, model: keras.Model, history: list[dict]) -> None:
         # Model first, then progress: progress never points at a checkpoint that isn't complete.
         save_model(model, self.model_file)
-        write_json(self.progress_file, {"fingerprint": self.run_fingerprint, "history": history})
+        progress = {
+            "fingerprint": self.run_fingerprint,
+            "history": history,
+            "unsaved_state": [keras.ops.convert_to_numpy(v).tolist() for v in unsaved_state(model)],
+        }
+        write_json(self.progress_file, progress)
 
     def clear(self) -> None:
         remove(self.directory)

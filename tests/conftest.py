@@ -53,3 +53,29 @@ def serve(tmp_path: Path) -> Iterator:
     yield start
     for server in servers:
         server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def trained_workspace(tmp_path_factory: pytest.TempPathFactory, shared_mnist: Path) -> Path:
+    """A small real-MNIST workspace, trained once per session: data/prepared and models/."""
+    from stages.config import parse_params
+    from stages.keras_io import save_model
+    from stages.model import build_model
+    from stages.train import train
+    from tests.helpers import fast_params, write_params, write_prepared_subset
+
+    workspace = tmp_path_factory.mktemp("trained")
+    raw = fast_params()
+    write_params(workspace, raw)
+    params = parse_params(raw)
+    write_prepared_subset(workspace / "data/prepared", train=3000, validation=500, test=1000)
+    save_model(build_model(params.build, "float32"), workspace / "models/untrained.keras")
+    train(
+        params.train,
+        untrained_model=workspace / "models/untrained.keras",
+        prepared_dir=workspace / "data/prepared",
+        model_out=workspace / "models/model.keras",
+        live_dir=workspace / "metrics/train",
+        state_dir=workspace / ".train-state",
+    )
+    return workspace

@@ -1,0 +1,97 @@
+"""The build stage: the model follows its params, precision follows the hardware, files are stable."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from stages.config import BuildParams
+from stages.keras_io import FIXED_SAVE_DATE, load_model, renumber_shared_objects, save_model
+from stages.model import build_model
+from stages.runtime import FULL, MIXED, precision_policy
+from tests.helpers import fast_params, run_module, write_params
+
+
+def _params(**changes) -> BuildParams:
+    return BuildParams(**{**fast_params()["build"], **changes})
+
+
+@pytest.mark.parametrize(
+    ("setting", "gpu", "policy"),
+    [("auto", True, MIXED), ("auto", False, FULL), ("on", False, MIXED), ("off", True, FULL)],
+)
+def test_precision_policy(setting: str, gpu: bool, policy: str) -> None:
+    assert precision_policy(setting, gpu) == policy
+
+
+def test_parameter_count_follows_params() -> None:
+    model = build_model(_params(conv_filters=[8, 16], kernel_size=3, dense_units=0), FULL)
+    # conv 3x3x1x8+8; 2x2 pool; conv 3x3x8x16+16; dense over 14*14*16 features to 10 classes
+    assert model.count_params() == 80 + 1168 + (14 * 14 * 16 * 10 + 10)
+    wider = build_model(_params(conv_filters=[8, 16], dense_units=32, batch_norm=True), FULL)
+    kinds = [type(layer).__name__ for layer in wider.layers]
+    assert kinds.count("BatchNormalization") == 2
+    assert kinds.count("Dense") == 2
+    assert wider.layers[-1].units == 10
+
+
+def test_compiled_with_the_chosen_optimizer() -> None:
+    model = build_model(_params(optimizer="sgd", learning_rate=0.05), FULL)
+    assert isinstance(model.optimizer, keras.optimizers.SGD)
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.05)
+
+
+def test_mixed_precision_path_runs_on_cpu() -> None:
+    """The GPU's float16 path, exercised here: float16 layers, float32 output, loss scaling."""
+    model = build_model(_params(), MIXED)
+    conv = next(layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
+    assert conv.compute_dtype == "float16"
+    assert conv.variable_dtype == "float32"
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    probabilities = model.predict(np.zeros((2, 28, 28), np.uint8), verbose=0)
+    assert probabilities.dtype == np.float32
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-3)
+    assert keras.config.dtype_policy().name == FULL  # the global policy is left as it was
+
+
+def test_renumber_shared_objects() -> None:
+    config = {"a": {"shared_object_id": 140737}, "b": [{"shared_object_id": 99}, {"x": 1}],
+              "c": {"shared_object_id": 140737}}
+    assert renumber_shared_objects(config) == {
+        "a": {"shared_object_id": 1}, "b": [{"shared_object_id": 2}, {"x": 1}],
+        "c": {"shared_object_id": 1},
+    }
+
+
+def test_saved_model_bytes_are_stable(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.keras", tmp_path / "b.keras"
+    save_model(build_model(_params(), FULL), first)
+    save_model(build_model(_params(), FULL), second)
+    assert first.read_bytes() == second.read_bytes()
+    with zipfile.ZipFile(first) as archive:
+        assert {info.date_time for info in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+        assert json.loads(archive.read("metadata.json"))["date_saved"] == FIXED_SAVE_DATE
+    reloaded = load_model(first)
+    original = build_model(_params(), FULL)
+    for mine, theirs in zip(reloaded.get_weights(), original.get_weights(), strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+
+
+def test_build_stage_is_reproducible_across_processes(tmp_path: Path) -> None:
+    write_params(tmp_path, fast_params())
+    outputs = ["models/untrained.keras", "models/summary.txt", "metrics/build.json"]
+    digests = []
+    for _ in range(2):
+        result = run_module("build", tmp_path, env={"COLUMNS": "40"})
+        assert result.returncode == 0, result.stderr
+        digests.append([(tmp_path / name).read_bytes() for name in outputs])
+    assert digests[0] == digests[1]
+    metrics = json.loads((tmp_path / "metrics/build.json").read_text())
+    assert metrics == {"parameters": 32618, "trainable_parameters": 32618, "precision_policy": FULL}
+    summary = (tmp_path / "models/summary.txt").read_text()
+    assert "Trainable params: 32,618" in summary and "Param #" in summary

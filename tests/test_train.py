@@ -1,0 +1,165 @@
+"""The train stage: seeded per-epoch order, exact resume after a kill, NaN stops with a cause."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from stages.cli import StageError
+from stages.config import TrainParams, parse_params
+from stages.keras_io import save_model
+from stages.model import build_model
+from stages.train import learning_rate_schedule, train, training_batches
+from tests.helpers import REPO_ROOT, fast_params, write_params, write_prepared_subset
+
+
+def _train_params(**changes) -> TrainParams:
+    return TrainParams(**{**fast_params()["train"], **changes})
+
+
+def _epoch_batches(dataset) -> list[list[int]]:
+    return [images[:, 0, 0].numpy().tolist() for images, _ in dataset]
+
+
+def test_each_epoch_order_depends_only_on_seed_and_epoch() -> None:
+    ids = np.arange(10, dtype=np.uint8)
+    images = np.repeat(ids, 28 * 28).reshape(10, 28, 28)  # pixel value = example id
+    labels = ids % 3
+    full = _epoch_batches(training_batches(images, labels, 4, seed=1, first_epoch=0, epochs=3))
+    assert [len(b) for b in full] == [4, 4, 2] * 3  # batches never span two epochs
+    epochs = [sum(full[i : i + 3], []) for i in (0, 3, 6)]
+    assert all(sorted(epoch) == list(range(10)) for epoch in epochs)
+    assert epochs[0] != epochs[1]  # reshuffled every epoch
+    resumed = _epoch_batches(training_batches(images, labels, 4, seed=1, first_epoch=1, epochs=3))
+    assert resumed == full[3:]
+    other_seed = _epoch_batches(training_batches(images, labels, 4, seed=2, first_epoch=0, epochs=1))
+    assert other_seed != full[:3]
+
+
+def test_learning_rate_schedules() -> None:
+    assert learning_rate_schedule(0.01, _train_params(lr_schedule="constant"), 10) == 0.01
+    cosine = learning_rate_schedule(0.01, _train_params(epochs=4, warmup_fraction=0.25), 10)
+    assert float(cosine(0)) == pytest.approx(0.0)
+    assert float(cosine(10)) == pytest.approx(0.01)  # warm-up ends after one of four epochs
+    assert float(cosine(25)) == pytest.approx(0.005)  # halfway through the cosine
+    assert float(cosine(40)) == pytest.approx(0.0, abs=1e-9)
+    no_warmup = learning_rate_schedule(0.01, _train_params(epochs=2, warmup_fraction=0.0), 10)
+    assert float(no_warmup(0)) == pytest.approx(0.01)
+
+
+def _workspace(root: Path, **train_changes) -> tuple[Path, TrainParams]:
+    root.mkdir(parents=True, exist_ok=True)
+    raw = fast_params(train=train_changes)
+    write_params(root, raw)
+    params = parse_params(raw)
+    write_prepared_subset(root / "data/prepared", train=1000, validation=200, test=10)
+    save_model(build_model(params.build, "float32"), root / "models/untrained.keras")
+    return root, params.train
+
+
+def _run(root: Path, params: TrainParams, callbacks=()) -> list[dict]:
+    return train(
+        params,
+        untrained_model=root / "models/untrained.keras",
+        prepared_dir=root / "data/prepared",
+        model_out=root / "models/model.keras",
+        live_dir=root / "metrics/train",
+        state_dir=root / ".train-state",
+        extra_callbacks=callbacks,
+    )
+
+
+def _outputs(root: Path) -> dict[str, bytes]:
+    files = [root / "models/model.keras", *sorted((root / "metrics/train").rglob("*.*"))]
+    return {str(path.relative_to(root)): path.read_bytes() for path in files}
+
+
+class _Crash(keras.callbacks.Callback):
+    """Dies right after the checkpoint of ``epoch`` is written, like a killed process."""
+
+    def __init__(self, epoch: int):
+        super().__init__()
+        self.crash_epoch = epoch
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        if epoch == self.crash_epoch:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_training_resumes_to_the_same_bytes(tmp_path: Path) -> None:
+    reference, params = _workspace(tmp_path / "reference", epochs=3)
+    history = _run(reference, params)
+    assert len(history) == 3
+    assert history[-1]["val_accuracy"] > 0.5  # it learned something real (chance: 0.1)
+    assert not (reference / ".train-state").exists()
+
+    interrupted, params = _workspace(tmp_path / "interrupted", epochs=3)
+    with pytest.raises(KeyboardInterrupt):
+        _run(interrupted, params, callbacks=(_Crash(epoch=1),))
+    progress = json.loads((interrupted / ".train-state/progress.json").read_text())
+    assert len(progress["history"]) == 2
+    assert not (interrupted / "models/model.keras").exists()
+    resumed_history = _run(interrupted, params)
+
+    assert resumed_history == history
+    assert _outputs(interrupted) == _outputs(reference)
+    metrics = json.loads((interrupted / "metrics/train/metrics.json").read_text())
+    assert metrics["step"] == 2
+    assert metrics["eval"]["accuracy"] == pytest.approx(history[-1]["val_accuracy"])
+
+
+def test_checkpoint_of_another_run_is_not_resumed(tmp_path: Path) -> None:
+    root, params = _workspace(tmp_path, epochs=2)
+    with pytest.raises(KeyboardInterrupt):
+        _run(root, params, callbacks=(_Crash(epoch=0),))
+    changed = TrainParams(**{**params.model_dump(), "batch_size": 64})
+    history = _run(root, changed)  # different params: starts over, all epochs
+    assert len(history) == 2
+    assert (root / "metrics/train/plots/metrics/train/loss.tsv").read_text().count("\n") == 3
+
+
+def test_nan_loss_stops_with_a_clear_error(tmp_path: Path) -> None:
+    root, params = _workspace(tmp_path, epochs=1, lr_schedule="constant")
+    raw = fast_params(build={"optimizer": "sgd", "learning_rate": 1.0})
+    raw["build"]["learning_rate"] = 1.0
+    exploding = build_model(parse_params(raw).build, "float32")
+    exploding.optimizer.learning_rate = 1e9
+    save_model(exploding, root / "models/untrained.keras")
+    with pytest.raises(StageError, match=r"training loss became nan at epoch 1, batch \d+; lower"):
+        _run(root, params)
+    assert not (root / "models/model.keras").exists()
+
+
+@pytest.mark.slow
+def test_stage_killed_mid_way_then_rerun_matches_uninterrupted(tmp_path: Path) -> None:
+    """The real thing: SIGKILL the stage process after its first checkpoint, then run it again."""
+    command = [sys.executable, "-m", "stages.train"]
+    env = {"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"}
+    reference, _ = _workspace(tmp_path / "reference", epochs=4)
+    subprocess.run(command, cwd=reference, env=env, check=True, capture_output=True, timeout=300)
+
+    killed, _ = _workspace(tmp_path / "killed", epochs=4)
+    process = subprocess.Popen(command, cwd=killed, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    progress = killed / ".train-state/progress.json"
+    deadline = time.monotonic() + 240
+    while not progress.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait(timeout=30) == -signal.SIGKILL
+    epochs_done = len(json.loads(progress.read_text())["history"])
+    assert 1 <= epochs_done < 4
+    assert not (killed / "models/model.keras").exists()
+
+    rerun = subprocess.run(command, cwd=killed, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"train: resuming after epoch {epochs_done} of 4" in rerun.stdout
+    assert _outputs(killed) == _outputs(reference)
