@@ -86,7 +86,7 @@ def gate_failures(metrics: dict, params: TestParams, baseline: float | None) -> 
             f"accuracy {metrics['accuracy']:.4f} < test.min_accuracy {params.min_accuracy}"
         )
     for digit, scores in metrics["per_class"].items():
-        if scores["recall"] < params.min_class_recall:
+        if scores["support"] and scores["recall"] < params.min_class_recall:
             failures.append(
                 f"recall of digit {digit} {scores['recall']:.4f}"
                 f" < test.min_class_recall {params.min_class_recall}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -108,3 +109,30 @@ def error_line(result: subprocess.CompletedProcess) -> str:
     lines = [line for line in result.stderr.splitlines() if ": error: " in line]
     assert lines, f"no error line in stderr:\n{result.stderr[-2000:]}"
     return lines[-1]
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=repo, check=True, capture_output=True, text=True
+    ).stdout
+
+
+def commit_all(repo: Path, message: str) -> None:
+    git(repo, "add", "-A")
+    git(repo, "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", message)
+
+
+def copy_of_repository(target: Path) -> Path:
+    """A new git repo holding this working tree's files that git would carry (not ignored ones).
+
+    Like a fresh clone, but it includes uncommitted changes, so tests check what is on disk.
+    """
+    listed = git(REPO_ROOT, "ls-files", "--cached", "--others", "--exclude-standard", "-z")
+    for name in filter(None, listed.split("\0")):
+        source = REPO_ROOT / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    git(target, "init", "-q")
+    commit_all(target, "copy of the working tree")
+    return target

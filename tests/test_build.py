@@ -1,4 +1,4 @@
-"""The build stage: the model follows its params, precision follows the hardware, files are stable."""
+"""The build stage: model from params, precision from the hardware, stable file bytes."""
 
 from __future__ import annotations
 
@@ -60,10 +60,14 @@ def test_mixed_precision_path_runs_on_cpu() -> None:
 
 
 def test_renumber_shared_objects() -> None:
-    config = {"a": {"shared_object_id": 140737}, "b": [{"shared_object_id": 99}, {"x": 1}],
-              "c": {"shared_object_id": 140737}}
+    config = {
+        "a": {"shared_object_id": 140737},
+        "b": [{"shared_object_id": 99}, {"x": 1}],
+        "c": {"shared_object_id": 140737},
+    }
     assert renumber_shared_objects(config) == {
-        "a": {"shared_object_id": 1}, "b": [{"shared_object_id": 2}, {"x": 1}],
+        "a": {"shared_object_id": 1},
+        "b": [{"shared_object_id": 2}, {"x": 1}],
         "c": {"shared_object_id": 1},
     }
 

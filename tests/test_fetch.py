@@ -84,7 +84,10 @@ def test_every_failure_named_and_nothing_left(tmp_path: Path, shared_mnist: Path
     assert "set MNIST_MIRROR" in lines[5]
     assert not raw_dir.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "corrupt", "empty-site", "tampered", "truncated"
+        "corrupt",
+        "empty-site",
+        "tampered",
+        "truncated",
     ]
 
 

@@ -51,7 +51,10 @@ def test_read_idx_round_trip(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (idx_bytes(np.zeros((2, 28, 28), np.uint8))[:-5], "truncated: header says shape (2, 28, 28)"),
+        (
+            idx_bytes(np.zeros((2, 28, 28), np.uint8))[:-5],
+            "truncated: header says shape (2, 28, 28)",
+        ),
         (idx_bytes(np.zeros((2, 28, 28), np.uint8)) + b"x", "has trailing bytes"),
         (b"\x00\x00\x08", "truncated IDX file (3 bytes, shorter than its header)"),
         (
@@ -123,7 +126,9 @@ def test_leakage_and_imbalance_are_errors_beyond_their_limits() -> None:
 
 
 def test_stratified_split_is_seeded_disjoint_and_proportional() -> None:
-    labels = np.repeat(np.arange(10, dtype=np.uint8), [100, 120, 80, 100, 100, 90, 110, 100, 100, 100])
+    labels = np.repeat(
+        np.arange(10, dtype=np.uint8), [100, 120, 80, 100, 100, 90, 110, 100, 100, 100]
+    )
     train, validation = stratified_split(labels, 0.1, seed=7)
     assert len(set(train) & set(validation)) == 0
     assert len(train) + len(validation) == len(labels)
@@ -198,7 +203,10 @@ def test_stage_label_10(tmp_path: Path) -> None:
     ("damage", "message"),
     [
         (lambda data: data[:-100], "truncated: header says shape (50, 28, 28)"),
-        (lambda data: b"\x00\x00\x08\x01" + data[4:], "wrong IDX magic 00000801, expected 00000803"),
+        (
+            lambda data: b"\x00\x00\x08\x01" + data[4:],
+            "wrong IDX magic 00000801, expected 00000803",
+        ),
     ],
     ids=["truncated", "wrong-magic"],
 )

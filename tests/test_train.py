@@ -35,12 +35,14 @@ def test_each_epoch_order_depends_only_on_seed_and_epoch() -> None:
     labels = ids % 3
     full = _epoch_batches(training_batches(images, labels, 4, seed=1, first_epoch=0, epochs=3))
     assert [len(b) for b in full] == [4, 4, 2] * 3  # batches never span two epochs
-    epochs = [sum(full[i : i + 3], []) for i in (0, 3, 6)]
+    epochs = [[i for batch in full[e : e + 3] for i in batch] for e in (0, 3, 6)]
     assert all(sorted(epoch) == list(range(10)) for epoch in epochs)
     assert epochs[0] != epochs[1]  # reshuffled every epoch
     resumed = _epoch_batches(training_batches(images, labels, 4, seed=1, first_epoch=1, epochs=3))
     assert resumed == full[3:]
-    other_seed = _epoch_batches(training_batches(images, labels, 4, seed=2, first_epoch=0, epochs=1))
+    other_seed = _epoch_batches(
+        training_batches(images, labels, 4, seed=2, first_epoch=0, epochs=1)
+    )
     assert other_seed != full[:3]
 
 
@@ -147,8 +149,9 @@ def test_stage_killed_mid_way_then_rerun_matches_uninterrupted(tmp_path: Path) -
     subprocess.run(command, cwd=reference, env=env, check=True, capture_output=True, timeout=300)
 
     killed, _ = _workspace(tmp_path / "killed", epochs=4)
-    process = subprocess.Popen(command, cwd=killed, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command, cwd=killed, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     progress = killed / ".train-state/progress.json"
     deadline = time.monotonic() + 240
     while not progress.exists() and time.monotonic() < deadline:
@@ -159,7 +162,9 @@ def test_stage_killed_mid_way_then_rerun_matches_uninterrupted(tmp_path: Path) -
     assert 1 <= epochs_done < 4
     assert not (killed / "models/model.keras").exists()
 
-    rerun = subprocess.run(command, cwd=killed, env=env, capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(
+        command, cwd=killed, env=env, capture_output=True, text=True, timeout=300
+    )
     assert rerun.returncode == 0, rerun.stderr
     assert f"train: resuming after epoch {epochs_done} of 4" in rerun.stdout
     assert _outputs(killed) == _outputs(reference)

@@ -1,0 +1,108 @@
+"""Hand the CircleCI job's OIDC token to AWS's standard web-identity credential chain.
+
+    export AWS_ROLE_ARN=arn:aws:iam::123456789012:role/mnist-pipeline-push
+    export AWS_WEB_IDENTITY_TOKEN_FILE=/tmp/aws-web-identity-token
+    python .circleci/web_identity.py
+
+Reads the job's token from ``CIRCLE_OIDC_TOKEN_V2`` and writes it to
+``$AWS_WEB_IDENTITY_TOKEN_FILE`` (mode 0600, atomically). botocore, and so ``dvc push``/``pull``,
+then exchanges it for a short-lived role session (AssumeRoleWithWebIdentity); no AWS key is
+stored anywhere. Refuses, with one line and exit status 1, when the token is missing, is not a
+JWT, or has expired; never prints the token.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import jwt
+
+TOKEN_ENV = "CIRCLE_OIDC_TOKEN_V2"  # noqa: S105 (the name of a variable, not a secret)
+TARGET_ENV = "AWS_WEB_IDENTITY_TOKEN_FILE"
+ROLE_ENV = "AWS_ROLE_ARN"
+MIN_LIFETIME_S = 60  # a token this close to expiry would die during the exchange
+
+
+class Refusal(Exception):
+    """Why the token cannot be used, and what to do."""
+
+
+def token_claims(token: str, now: float) -> dict:
+    """The token's claims, after checking its shape and lifetime (STS checks the signature)."""
+    try:
+        claims = jwt.decode(
+            token,
+            options={
+                "verify_signature": False,
+                "verify_exp": False,
+                "verify_aud": False,
+                "require": ["exp", "iss", "aud", "sub"],
+            },
+        )
+    except jwt.MissingRequiredClaimError as error:
+        raise Refusal(
+            f"{TOKEN_ENV} lacks the '{error.claim}' claim; it is not a CircleCI OIDC token"
+        ) from None
+    except jwt.PyJWTError as error:
+        raise Refusal(f"{TOKEN_ENV} is not a valid JWT ({error})") from None
+    expires = claims["exp"]
+    if not isinstance(expires, int | float):
+        raise Refusal(f"{TOKEN_ENV} has a non-numeric 'exp' claim")
+    if expires - now < MIN_LIFETIME_S:
+        when = datetime.fromtimestamp(expires, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        raise Refusal(
+            f"{TOKEN_ENV} expired at {when} (or expires within {MIN_LIFETIME_S} s);"
+            " re-run the job to get a fresh token"
+        )
+    return claims
+
+
+def write_private(path: Path, content: str) -> None:
+    """Write ``content`` to ``path`` with mode 0600, all at once (temp file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # 0600
+    try:
+        with os.fdopen(descriptor, "w") as stream:
+            stream.write(content)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_token_file(environ: dict[str, str], now: float) -> tuple[Path, dict]:
+    """Validate the job's token and write it where the AWS SDKs look; return path and claims."""
+    token = environ.get(TOKEN_ENV, "").strip()
+    if not token:
+        raise Refusal(
+            f"{TOKEN_ENV} is not set; run this in a CircleCI job (OIDC tokens are issued to jobs"
+            " of projects with OIDC enabled)"
+        )
+    target = environ.get(TARGET_ENV, "").strip()
+    if not target:
+        raise Refusal(f"{TARGET_ENV} is not set; export the path the token should be written to")
+    if not environ.get(ROLE_ENV, "").strip():
+        raise Refusal(f"{ROLE_ENV} is not set; export the ARN of the role to assume")
+    claims = token_claims(token, now)
+    write_private(Path(target), token)
+    return Path(target), claims
+
+
+def main() -> int:
+    try:
+        path, claims = write_token_file(dict(os.environ), time.time())
+    except Refusal as refusal:
+        print(f"web_identity: error: {refusal}", file=sys.stderr)
+        return 1
+    expires = datetime.fromtimestamp(claims["exp"], UTC).strftime("%H:%M:%S UTC")
+    print(f"web_identity: token for {claims['sub']} (valid until {expires}) written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

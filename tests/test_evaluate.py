@@ -1,0 +1,151 @@
+"""The test stage: metrics computed right, gates that name metric, value and threshold."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from stages.cli import StageError
+from stages.config import TestParams
+from stages.test import (
+    classification_metrics,
+    gate_failures,
+    read_baseline,
+    worst_misclassified_grid,
+)
+from tests.helpers import error_line, fast_params, run_module, write_params
+
+LABELS = np.array([0, 0, 1, 1, 2])
+PROBABILITIES = np.array(
+    [
+        [0.9, 0.05, 0.05] + [0.0] * 7,
+        [0.3, 0.6, 0.1] + [0.0] * 7,  # a 0 taken for a 1, with 60% confidence
+        [0.1, 0.8, 0.1] + [0.0] * 7,
+        [0.0, 1.0, 0.0] + [0.0] * 7,
+        [0.2, 0.2, 0.6] + [0.0] * 7,
+    ]
+)
+
+
+def _params(**changes) -> TestParams:
+    return TestParams(**{**fast_params()["test"], **changes})
+
+
+def test_classification_metrics_by_hand() -> None:
+    metrics = classification_metrics(LABELS, PROBABILITIES)
+    assert metrics["accuracy"] == 0.8
+    assert metrics["errors"] == 1
+    expected_loss = -np.mean(np.log([0.9, 0.3, 0.8, 1.0, 0.6]))
+    assert metrics["loss"] == pytest.approx(expected_loss, abs=1e-6)
+    assert metrics["per_class"]["0"] == {
+        "precision": 1.0,
+        "recall": 0.5,
+        "f1": 0.666667,
+        "support": 2,
+    }
+    assert metrics["per_class"]["1"] == {
+        "precision": 0.666667,
+        "recall": 1.0,
+        "f1": 0.8,
+        "support": 2,
+    }
+    assert metrics["per_class"]["2"]["f1"] == 1.0
+    assert metrics["per_class"]["7"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+
+
+def test_gates_name_metric_value_and_threshold() -> None:
+    metrics = classification_metrics(LABELS, PROBABILITIES)
+    assert gate_failures(metrics, _params(min_accuracy=0.8, min_class_recall=0.5), None) == []
+    failures = gate_failures(metrics, _params(min_accuracy=0.9, min_class_recall=0.6), 0.85)
+    assert failures == [
+        "accuracy 0.8000 < test.min_accuracy 0.9",
+        "recall of digit 0 0.5000 < test.min_class_recall 0.6",
+        "accuracy 0.8000 is 0.0500 below the baseline 0.8500,"
+        " more than test.max_accuracy_drop 0.002",
+    ]
+    assert gate_failures(metrics, _params(min_accuracy=0.5, min_class_recall=0.0), 0.801) == []
+
+
+def test_read_baseline(tmp_path: Path) -> None:
+    good = tmp_path / "good.json"
+    good.write_text('{"accuracy": 0.9921, "loss": 0.03}')
+    assert read_baseline(good) == 0.9921
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"acc": 0.99}')
+    with pytest.raises(StageError, match="has no top-level 'accuracy' number"):
+        read_baseline(bad)
+    with pytest.raises(StageError, match="not found"):
+        read_baseline(tmp_path / "missing.json")
+
+
+def test_worst_grid_shows_most_confident_errors_first() -> None:
+    images = np.zeros((5, 28, 28), np.uint8)
+    for index in range(5):
+        images[index, index, :] = 255  # each image marked by a white row at its index
+    probabilities = np.tile(np.eye(10)[[0]], (5, 1)).astype(np.float32)
+    probabilities[[1, 3]] = np.eye(10)[1] * 0.7 + np.eye(10)[0] * 0.3
+    probabilities[3] = np.eye(10)[1] * 0.9 + np.eye(10)[0] * 0.1
+    labels = np.zeros(5, np.int64)
+    grid = worst_misclassified_grid(images, labels, probabilities, count=10)
+    assert grid.size == (6 * 84, 84 + 14)  # two errors fit one row of six 84-pixel tiles
+    pixels = np.asarray(grid)
+    assert pixels[3 * 3, 5] == 0  # first tile: image 3 (90% sure), its row 3 drawn dark
+    assert pixels[1 * 3, 84 + 5] == 0  # second tile: image 1 (70% sure)
+    empty = worst_misclassified_grid(images, labels, np.tile(np.eye(10)[[0]], (5, 1)), count=10)
+    assert empty.size == (6 * 84, 84 + 14)
+
+
+def _stage_dir(tmp_path: Path, workspace: Path, **test_params) -> Path:
+    shutil.copytree(workspace / "data", tmp_path / "data")
+    shutil.copytree(workspace / "models", tmp_path / "models")
+    write_params(tmp_path, fast_params(test=test_params))
+    return tmp_path
+
+
+def test_stage_passes_and_writes_everything(tmp_path: Path, trained_workspace: Path) -> None:
+    directory = _stage_dir(tmp_path, trained_workspace)
+    result = run_module("test", directory)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((directory / "metrics/test.json").read_text())
+    assert 0.5 < metrics["accuracy"] <= 1.0
+    assert metrics["examples"] == 1000
+    assert f"test: accuracy {metrics['accuracy']:.4f}" in result.stdout
+    rows = json.loads((directory / "plots/confusion.json").read_text())
+    assert len(rows) == 1000
+    labels = np.load(directory / "data/prepared/test/labels.npy")
+    assert [row["actual"] for row in rows] == labels.tolist()
+    correct = sum(row["actual"] == row["predicted"] for row in rows)
+    assert correct / 1000 == pytest.approx(metrics["accuracy"])
+    with Image.open(directory / "plots/worst_misclassified.png") as grid:
+        assert grid.size == (6 * 84, 2 * 98)  # fast params show 12 examples
+
+
+def test_stage_failing_gate_exits_nonzero_but_keeps_metrics(
+    tmp_path: Path, trained_workspace: Path
+) -> None:
+    directory = _stage_dir(tmp_path, trained_workspace, min_accuracy=0.999)
+    result = run_module("test", directory)
+    assert result.returncode == 1
+    metrics = json.loads((directory / "metrics/test.json").read_text())
+    line = error_line(result)
+    assert line.startswith(
+        "test: error: quality gate failed:"
+        f" accuracy {metrics['accuracy']:.4f} < test.min_accuracy 0.999"
+    )
+    assert line.endswith("(details in metrics/test.json)")
+
+
+def test_stage_regression_gate(tmp_path: Path, trained_workspace: Path) -> None:
+    baseline = tmp_path / "released.json"
+    baseline.write_text(json.dumps({"accuracy": 0.9999}))
+    directory = _stage_dir(tmp_path / "work", trained_workspace, baseline_metrics=str(baseline))
+    result = run_module("test", directory)
+    assert result.returncode == 1
+    assert "below the baseline 0.9999, more than test.max_accuracy_drop 0.002" in error_line(result)
+    metrics = json.loads((directory / "metrics/test.json").read_text())
+    assert metrics["baseline_accuracy"] == 0.9999

@@ -1,0 +1,152 @@
+"""The package stage: a TF-Serving SavedModel that predicts what the trained model does."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+import stages.package
+from stages.cli import StageError
+from stages.config import parse_params
+from stages.keras_io import load_model
+from stages.predict import load_digit
+from tests.helpers import error_line, fast_params, run_module, write_params
+
+
+@pytest.fixture(scope="module")
+def packaged(tmp_path_factory: pytest.TempPathFactory, trained_workspace: Path) -> Path:
+    """The stage run once, as DVC runs it, in a copy of the trained workspace."""
+    directory = tmp_path_factory.mktemp("packaged")
+    shutil.copytree(trained_workspace, directory, dirs_exist_ok=True)
+    result = run_module("test", directory)
+    assert result.returncode == 0, result.stderr
+    (directory / "metrics/data_validation.json").write_text(
+        json.dumps(
+            {
+                "raw_files": {"train-images-idx3-ubyte": {"md5": "abc", "pinned": True}},
+                "split": {"train": 3000, "validation": 500, "seed": 42},
+            }
+        )
+    )
+    result = run_module("package", directory)
+    assert result.returncode == 0, result.stderr
+    assert "package: verified SavedModel written to dist/mnist/1" in result.stdout
+    return directory
+
+
+def test_tf_serving_layout(packaged: Path) -> None:
+    version = packaged / "dist/mnist/1"
+    assert (version / "saved_model.pb").is_file()
+    assert (version / "variables/variables.index").is_file()
+    assert sorted(p.name for p in (version / "assets.extra").iterdir()) == [
+        "model_card.json",
+        "model_card.md",
+    ]
+    assert [p.name for p in (packaged / "dist").iterdir()] == ["mnist"]
+
+
+def test_serving_signature_takes_raw_uint8_images(packaged: Path) -> None:
+    signature = tf.saved_model.load(str(packaged / "dist/mnist/1")).signatures["serving_default"]
+    (spec,) = signature.structured_input_signature[1].values()
+    assert spec.dtype == tf.uint8 and spec.shape.as_list() == [None, 28, 28]
+    outputs = signature.structured_outputs
+    assert outputs["probabilities"].dtype == tf.float32
+    assert outputs["probabilities"].shape.as_list() == [None, 10]
+    assert outputs["digit"].dtype == tf.int32
+
+    images = np.load(packaged / "data/prepared/test/images.npy")[:200]
+    served = signature(images=tf.constant(images))
+    expected = load_model(packaged / "models/model.keras").predict(images, verbose=0)
+    np.testing.assert_array_equal(served["digit"].numpy(), expected.argmax(axis=1))
+    np.testing.assert_allclose(served["probabilities"].numpy(), expected, atol=1e-5)
+
+
+def test_model_card(packaged: Path) -> None:
+    card = json.loads((packaged / "dist/mnist/1/assets.extra/model_card.json").read_text())
+    metrics = json.loads((packaged / "metrics/test.json").read_text())
+    assert card["metrics"]["accuracy"] == metrics["accuracy"]
+    assert card["metrics"]["per_class"] == metrics["per_class"]
+    assert card["params"]["train"]["epochs"] == 2
+    assert card["data"]["raw_files_md5"] == {"train-images-idx3-ubyte": "abc"}
+    assert card["libraries"]["tensorflow"] == tf.__version__
+    assert card["verification"]["examples"] == 1000
+    assert card["verification"]["max_probability_difference"] <= 1e-5
+    markdown = (packaged / "dist/mnist/1/assets.extra/model_card.md").read_text()
+    assert f"Accuracy **{metrics['accuracy']:.4f}**" in markdown
+    assert "| 9 |" in markdown
+
+
+def test_a_disagreeing_export_is_refused_and_not_written(
+    tmp_path: Path, packaged: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_export = stages.package.export_savedmodel
+
+    def export_perturbed(model, directory):
+        shift = np.eye(10, dtype=np.float32)[3] * 5.0  # favour digit 3: a different model...
+        model.layers[-1].bias.assign(model.layers[-1].bias + shift)
+        real_export(model, directory)
+        model.layers[-1].bias.assign(model.layers[-1].bias - shift)  # ...than the one verified
+
+    monkeypatch.setattr(stages.package, "export_savedmodel", export_perturbed)
+    raw = fast_params()
+    with pytest.raises(StageError, match="exported model disagrees with the trained model"):
+        stages.package.package(
+            parse_params(raw),
+            model_file=packaged / "models/model.keras",
+            prepared_dir=packaged / "data/prepared",
+            test_metrics_file=packaged / "metrics/test.json",
+            data_report_file=packaged / "metrics/data_validation.json",
+            dist_dir=tmp_path / "dist",
+        )
+    assert list((tmp_path / "dist/mnist").iterdir()) == []
+
+
+def test_load_digit_normalises_png_files(tmp_path: Path, packaged: Path) -> None:
+    digit = np.load(packaged / "data/prepared/test/images.npy")[0]
+    Image.fromarray(digit).save(tmp_path / "mnist_style.png")
+    Image.fromarray(255 - digit).save(tmp_path / "on_paper.png")
+    np.testing.assert_array_equal(load_digit(tmp_path / "mnist_style.png"), digit)
+    np.testing.assert_array_equal(load_digit(tmp_path / "on_paper.png"), digit)
+    large = Image.fromarray(digit).resize((112, 112), Image.NEAREST).convert("RGB")
+    large.save(tmp_path / "large.png")
+    assert np.abs(load_digit(tmp_path / "large.png").astype(int) - digit).mean() < 10
+
+
+def test_predict_command(tmp_path: Path, packaged: Path) -> None:
+    images = np.load(packaged / "data/prepared/test/images.npy")[:3]
+    paths = []
+    for index, image in enumerate(images):
+        paths.append(tmp_path / f"digit{index}.png")
+        Image.fromarray(image).save(paths[-1])
+    result = run_module("predict", packaged, *map(str, paths))
+    assert result.returncode == 0, result.stderr
+    served = stages.package.predict_with_export(packaged / "dist/mnist/1", images)
+    expected = [
+        f"{path}: {digit} ({probabilities[digit]:.1%})"
+        for path, digit, probabilities in zip(
+            paths, served["digit"], served["probabilities"], strict=True
+        )
+    ]
+    assert result.stdout.splitlines() == expected
+
+    (tmp_path / "notes.txt").write_text("not an image")
+    result = run_module("predict", packaged, str(tmp_path / "notes.txt"))
+    assert result.returncode == 1
+    assert error_line(result).startswith(
+        f"predict: error: {tmp_path / 'notes.txt'}: not a readable"
+    )
+
+
+def test_predict_without_a_package(tmp_path: Path) -> None:
+    write_params(tmp_path, fast_params())
+    result = run_module("predict", tmp_path, "x.png")
+    assert result.returncode == 1
+    assert error_line(result) == (
+        "predict: error: no SavedModel in dist/mnist/1; run `dvc repro` (or `dvc pull`) first"
+    )
