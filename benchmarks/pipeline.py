@@ -15,33 +15,24 @@ import os
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import yaml
-
-from tests.helpers import REPO_ROOT, copy_of_repository
+from tests.helpers import ALL_STAGES, REPO_ROOT, DvcRepo, copy_of_repository
 
 REPORT = REPO_ROOT / "benchmarks" / "REPORT.md"
-BIN = Path(sys.executable).parent
-STAGES = ["fetch", "prepare", "build", "train", "test", "package"]
 
 
-def dvc(repo: Path, *args: str) -> float:
+def timed(repo: DvcRepo, *args: str) -> float:
     """Run a dvc command; return its wall time in seconds."""
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     start = time.perf_counter()
-    subprocess.run([str(BIN / "dvc"), *args], cwd=repo, env=env, check=True, capture_output=True)
+    result = repo.dvc(*args)
+    if result.returncode:
+        sys.exit(f"dvc {' '.join(args)} failed:\n{result.stderr[-3000:]}")
     return time.perf_counter() - start
-
-
-def locked_hashes(repo: Path) -> dict[str, str]:
-    stages = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
-    return {out["path"]: out["md5"] for stage in stages.values() for out in stage.get("outs", [])}
 
 
 def cpu_model() -> str:
@@ -57,15 +48,15 @@ def main() -> None:
             "set MNIST_MIRROR (e.g. ../shared/datasets/mnist) so the cold run is not a download"
         )
     with tempfile.TemporaryDirectory() as scratch:
-        repo = copy_of_repository(Path(scratch))
-        stage_times = {stage: dvc(repo, "repro", "--single-item", stage) for stage in STAGES}
+        repo = DvcRepo(copy_of_repository(Path(scratch)))
+        stage_times = {stage: timed(repo, "repro", "--single-item", stage) for stage in ALL_STAGES}
         cold = sum(stage_times.values())
         peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        accuracy = json.loads((repo / "metrics/test.json").read_text())["accuracy"]
-        noop = statistics.median(dvc(repo, "repro") for _ in range(5))
-        first = locked_hashes(repo)
-        forced = [dvc(repo, "repro", "--force") for _ in range(2)]
-        second = locked_hashes(repo)
+        accuracy = json.loads((repo.repo / "metrics/test.json").read_text())["accuracy"]
+        noop = statistics.median(timed(repo, "repro") for _ in range(5))
+        first = repo.locked_hashes()
+        forced = [timed(repo, "repro", "--force") for _ in range(2)]
+        second = repo.locked_hashes()
     identical = {path: first[path] == second[path] for path in sorted(first)}
 
     per_stage = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in stage_times.items())

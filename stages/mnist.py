@@ -1,4 +1,4 @@
-"""Facts about the MNIST dataset that the code pins: file names, checksums, public mirrors."""
+"""The MNIST files the pipeline pins: names, checksums of their content, public mirrors."""
 
 from __future__ import annotations
 
@@ -29,6 +29,3 @@ PUBLIC_MIRRORS = (
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
 )
 MIRROR_ENV = "MNIST_MIRROR"
-
-IMAGE_SHAPE = (28, 28)
-NUM_CLASSES = 10

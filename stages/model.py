@@ -11,7 +11,7 @@ import keras
 from keras import layers
 
 from stages.config import BuildParams
-from stages.mnist import IMAGE_SHAPE, NUM_CLASSES
+from stages.task import IMAGE_SHAPE, NUM_CLASSES
 
 OPTIMIZERS = {
     "adam": keras.optimizers.Adam,

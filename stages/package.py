@@ -25,8 +25,8 @@ from stages.cli import StageError, run_stage
 from stages.config import Params, load_params
 from stages.datasets import load_split
 from stages.keras_io import load_model
-from stages.mnist import IMAGE_SHAPE
 from stages.paths import DATA_REPORT, DIST_DIR, PREPARED_DIR, TEST_METRICS, TRAINED_MODEL
+from stages.task import IMAGE_SHAPE
 
 SIGNATURE = "serving_default"
 CARD_DIR = "assets.extra"

@@ -15,8 +15,8 @@ from PIL import Image, UnidentifiedImageError
 
 from stages.cli import StageError, run_stage
 from stages.config import load_params
-from stages.mnist import IMAGE_SHAPE
 from stages.package import export_dir, predict_with_export
+from stages.task import IMAGE_SHAPE
 
 
 def load_digit(path: Path) -> np.ndarray:

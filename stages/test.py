@@ -21,8 +21,8 @@ from stages.cli import StageError, run_stage
 from stages.config import TestParams, load_params
 from stages.datasets import load_split
 from stages.keras_io import load_model
-from stages.mnist import NUM_CLASSES
 from stages.paths import CONFUSION_PLOT, PREPARED_DIR, TEST_METRICS, TRAINED_MODEL, WORST_PLOT
+from stages.task import NUM_CLASSES
 
 PREDICT_BATCH = 1000
 # Keras clips probabilities the same way in its cross-entropy.

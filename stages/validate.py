@@ -13,7 +13,7 @@ import numpy as np
 
 from stages.cli import StageError
 from stages.config import PrepareParams
-from stages.mnist import IMAGE_SHAPE, NUM_CLASSES
+from stages.task import IMAGE_SHAPE, NUM_CLASSES
 
 
 @dataclass(frozen=True)

@@ -79,3 +79,13 @@ def trained_workspace(tmp_path_factory: pytest.TempPathFactory, shared_mnist: Pa
         state_dir=workspace / ".train-state",
     )
     return workspace
+
+
+@pytest.fixture(scope="session")
+def oidc_issuer() -> Iterator:
+    """A local OIDC issuer shaped like CircleCI's (tests/s3bed.py)."""
+    from tests.s3bed import OidcIssuer
+
+    issuer = OidcIssuer().start()
+    yield issuer
+    issuer.stop()

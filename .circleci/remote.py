@@ -1,0 +1,120 @@
+"""Push or pull the pipeline's outputs and DVC's run-cache; explain a failure in one line.
+
+    python .circleci/remote.py push [dvc options]    # dvc push, then the run-cache
+    python .circleci/remote.py pull [dvc options]    # dvc pull --run-cache
+
+The run-cache is what lets a fresh clone (or another CI job) skip every stage whose inputs it has
+seen before. Two things DVC does not do well are handled here:
+
+- DVC reports credential and permission problems as botocore tracebacks ending in "unexpected
+  error"; this wrapper names the cause and the fix instead, and exits non-zero.
+- ``dvc push --run-cache`` uploads every run-cache entry again on every push (DVC 3.67:
+  ``StageCache.push`` transfers with ``force=True``), so a push with nothing new still uploads.
+  We push the data with ``dvc push`` and then make DVC's own run-cache transfer with
+  ``force=False``, which skips entries the remote already holds.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+# (pattern in DVC's output, explanation); the first match wins, so specific causes come first.
+EXPLANATIONS = [
+    (
+        r"\(ExpiredToken(Exception)?\) when calling the AssumeRoleWithWebIdentity",
+        "the OIDC token has expired; re-run the job to get a fresh one",
+    ),
+    (
+        r"\((InvalidParameterValue|InvalidIdentityToken)\) when calling the"
+        r" AssumeRoleWithWebIdentity",
+        "the OIDC token was rejected as invalid (bad signature or format): it was not issued by"
+        " the identity provider that {role} trusts",
+    ),
+    (
+        r"\(AccessDenied\) when calling the AssumeRoleWithWebIdentity",
+        "{role} does not trust this token: its trust policy rejects the token's audience,"
+        " project or branch (the push role accepts only main); use the read-only role on"
+        " branches, or check AWS_ROLE_ARN",
+    ),
+    (
+        r"\(AccessDenied\) when calling the (PutObject|CreateMultipartUpload|UploadPart)",
+        "{role} may not write to the remote; pushing needs the push role, which only main's"
+        " jobs can assume",
+    ),
+    (
+        r"\(AccessDenied\)|Access Denied",
+        "{role} is not allowed to do this on the remote; check the role's policy",
+    ),
+    (r"NoSuchBucket", "the bucket does not exist; create it, or fix `url` in .dvc/config"),
+    (
+        r"Could not connect to the endpoint URL|Connection refused|Cannot connect to host",
+        "cannot reach the S3 endpoint; check the network (or `endpointurl`), then run the same"
+        " command again: it transfers only what is missing",
+    ),
+    (
+        r"Unable to locate credentials|NoCredentialsError",
+        "no AWS credentials: in CI set AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE"
+        " (.circleci/web_identity.py); on a laptop `dvc remote modify --local storage profile"
+        " <name>`",
+    ),
+]
+
+
+def explain(output: str, environ: dict[str, str]) -> str:
+    """One line saying why DVC failed and what to do."""
+    role = f"role {environ['AWS_ROLE_ARN']}" if environ.get("AWS_ROLE_ARN") else "the role"
+    for pattern, explanation in EXPLANATIONS:
+        if re.search(pattern, output):
+            return explanation.format(role=role)
+    errors = [line for line in output.splitlines() if line.startswith("ERROR:")]
+    return errors[-1].removeprefix("ERROR: ") if errors else "dvc failed; see its output above"
+
+
+def dvc_command(action: str, extra: list[str]) -> list[str]:
+    dvc = shutil.which("dvc", path=str(Path(sys.executable).parent)) or "dvc"
+    run_cache = ["--run-cache"] if action == "pull" else []
+    return [dvc, action, *run_cache, *extra]
+
+
+def push_run_cache() -> int:
+    """Upload the run-cache entries the remote lacks; return how many were uploaded."""
+    from dvc.repo import Repo
+
+    with Repo() as repo:
+        remote = repo.cloud.get_remote_odb(None, "push --run-cache", hash_name="md5-dos2unix")
+        return len(repo.stage_cache.transfer(repo.cache.legacy, remote, force=False))
+
+
+def fail(action: str, output: str) -> int:
+    detail = [line for line in output.splitlines() if line.startswith("ERROR:")]
+    if detail:
+        print(f"  dvc said: {detail[-1][:400]}", file=sys.stderr)
+    print(f"remote: {action} failed: {explain(output, dict(os.environ))}", file=sys.stderr)
+    return 1
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("push", "pull"):
+        print("usage: remote.py push|pull [dvc options]", file=sys.stderr)
+        return 2
+    action = argv[0]
+    result = subprocess.run(dvc_command(action, argv[1:]), capture_output=True, text=True)
+    sys.stdout.write(result.stdout)
+    if result.returncode:
+        return fail(action, result.stderr)
+    if action == "push":
+        try:
+            uploaded = push_run_cache()
+        except Exception as error:  # DVC and botocore raise many kinds; all are explained
+            return fail(action, f"{error!r} {error.__cause__!r}")
+        print(f"{uploaded} run-cache entries pushed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

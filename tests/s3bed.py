@@ -1,0 +1,284 @@
+"""A real S3 + STS + OIDC test bed on 127.0.0.1: SeaweedFS (``weed mini``) trusting a local issuer.
+
+The issuer mints RS256 tokens shaped like CircleCI's and serves its discovery document and JWKS
+at CircleCI's paths; SeaweedFS's STS exchanges them for role sessions according to trust policies.
+Facts about this set-up are in ../shared/notes/seaweedfs-oidc.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+ORG_ID = "6f0e5cc4-0000-4000-8000-00000000c1c1"
+PROJECT_ID = "9a1b2c3d-0000-4000-8000-0000000000aa"
+OTHER_PROJECT_ID = "9a1b2c3d-0000-4000-8000-0000000000bb"
+BUCKET = "mnist-dvc"
+PROVIDER = "circleci"
+PUSH_ROLE = "arn:aws:iam::role/MnistPipelinePush"
+READ_ROLE = "arn:aws:iam::role/MnistPipelineRead"
+MAIN_REF = "refs/heads/main"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def new_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@dataclass
+class OidcIssuer:
+    """An OIDC issuer at ``http://127.0.0.1:<port>/org/<org-id>``, as CircleCI lays it out."""
+
+    key: rsa.RSAPrivateKey = field(default_factory=new_key)
+    kid: str = "test-key-1"
+
+    def start(self) -> OidcIssuer:
+        issuer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                documents = {
+                    f"/org/{ORG_ID}/.well-known/openid-configuration": issuer.discovery(),
+                    f"/org/{ORG_ID}/.well-known/jwks-pub.json": issuer.jwks(),
+                }
+                body = documents.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/org/{ORG_ID}"
+
+    def discovery(self) -> dict:
+        return {
+            "issuer": self.url,
+            "jwks_uri": f"{self.url}/.well-known/jwks-pub.json",
+            "response_types_supported": ["id_token"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+        }
+
+    def jwks(self) -> dict:
+        public = jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key(), as_dict=True)
+        return {"keys": [{**public, "kid": self.kid, "use": "sig", "alg": "RS256"}]}
+
+    def mint(
+        self,
+        ref: str = MAIN_REF,
+        project: str = PROJECT_ID,
+        audience: str = ORG_ID,
+        lifetime_s: int = 3600,
+        signing_key: rsa.RSAPrivateKey | None = None,
+    ) -> str:
+        """A token shaped like CircleCI's ``CIRCLE_OIDC_TOKEN_V2``."""
+        now = int(time.time())
+        origin = "github.com/example/mnist-pipeline"
+        claims = {
+            "iss": self.url,
+            "aud": audience,
+            "sub": f"org/{ORG_ID}/project/{project}/user/user-1/vcs-origin/{origin}/vcs-ref/{ref}",
+            "iat": now - 5,
+            "nbf": now - 5,
+            "exp": now + lifetime_s,
+            "oidc.circleci.com/project-id": project,
+            "oidc.circleci.com/vcs-origin": origin,
+            "oidc.circleci.com/vcs-ref": ref,
+            "oidc.circleci.com/context-ids": [],
+        }
+        return jwt.encode(
+            claims, signing_key or self.key, algorithm="RS256", headers={"kid": self.kid}
+        )
+
+
+def iam_config(issuer_url: str) -> dict:
+    """Two roles: push, trusted only for main of one project; read-only, for all its branches."""
+    bucket_arns = [f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"]
+    session = {"Effect": "Allow", "Action": ["sts:ValidateSession"], "Resource": ["*"]}
+    project_sub = f"org/{ORG_ID}/project/{PROJECT_ID}/user/*"
+
+    def policy(name: str, actions: list[str]) -> dict:
+        statement = {"Effect": "Allow", "Action": actions, "Resource": bucket_arns}
+        return {
+            "name": name,
+            "document": {"Version": "2012-10-17", "Statement": [statement, session]},
+        }
+
+    def role(arn: str, policy_name: str, equals: dict) -> dict:
+        trust = {
+            "Effect": "Allow",
+            "Principal": {"Federated": PROVIDER},
+            "Action": ["sts:AssumeRoleWithWebIdentity"],
+            "Condition": {
+                "StringEquals": {"oidc:aud": ORG_ID, **equals},
+                "StringLike": {"oidc:sub": project_sub},
+            },
+        }
+        return {
+            "roleName": arn.rsplit("/", 1)[1],
+            "roleArn": arn,
+            "attachedPolicies": [policy_name],
+            "trustPolicy": {"Version": "2012-10-17", "Statement": [trust]},
+        }
+
+    return {
+        "sts": {
+            "tokenDuration": "1h",
+            "maxSessionLength": "12h",
+            "issuer": "seaweedfs-sts",
+            "signingKey": base64.b64encode(secrets.token_bytes(32)).decode(),
+        },
+        "providers": [
+            {
+                "name": PROVIDER,
+                "type": "oidc",
+                "enabled": True,
+                "config": {"issuer": issuer_url, "clientId": ORG_ID},
+            }
+        ],
+        "policies": [
+            policy("MnistPush", ["s3:*"]),
+            policy(
+                "MnistRead",
+                ["s3:GetObject", "s3:ListBucket", "s3:HeadObject", "s3:GetBucketLocation"],
+            ),
+        ],
+        "roles": [
+            role(PUSH_ROLE, "MnistPush", {"oidc:oidc.circleci.com/vcs-ref": MAIN_REF}),
+            role(READ_ROLE, "MnistRead", {}),
+        ],
+    }
+
+
+class SeaweedFS:
+    """``weed mini`` on loopback ports with a temporary data dir; restartable on the same ports."""
+
+    def __init__(self, workdir: Path, iam: dict):
+        self.workdir = workdir
+        self.data_dir = workdir / "data"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.iam_file = workdir / "iam.json"
+        self.iam_file.write_text(json.dumps(iam))
+        self.ports = {name: free_port() for name in ("master", "volume", "filer", "s3")}
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.ports['s3']}"
+
+    def command(self) -> list[str]:
+        weed = shutil.which("weed", path=str(Path(sys.executable).parent)) or "weed"
+        return [
+            weed,
+            "mini",
+            f"-dir={self.data_dir}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-master.port={self.ports['master']}",
+            f"-volume.port={self.ports['volume']}",
+            f"-filer.port={self.ports['filer']}",
+            f"-s3.port={self.ports['s3']}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-admin.ui=false",
+            "-webdav=false",
+            "-master.telemetry=false",
+            f"-bucket={BUCKET}",
+            f"-s3.iam.config={self.iam_file}",
+        ]
+
+    def start(self, timeout_s: float = 60) -> SeaweedFS:
+        log = (self.workdir / "weed.log").open("ab")
+        self.process = subprocess.Popen(
+            self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"weed exited: {(self.workdir / 'weed.log').read_text()[-2000:]}"
+                )
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(f"{self.endpoint}/healthz", timeout=1)
+                return self
+            time.sleep(0.2)
+        raise RuntimeError("weed did not become ready")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=15)
+
+
+def _client(service: str, endpoint: str, **credentials):
+    import botocore.config
+    import botocore.session
+
+    config = (
+        botocore.config.Config(signature_version=botocore.UNSIGNED) if not credentials else None
+    )
+    return botocore.session.get_session().create_client(
+        service, endpoint_url=endpoint, region_name="us-east-1", config=config, **credentials
+    )
+
+
+def bucket_listing(endpoint: str, token: str) -> dict[str, str]:
+    """Every object in the bucket (key -> ETag), read through a read-only role session."""
+    sts = _client("sts", endpoint)
+    session = sts.assume_role_with_web_identity(
+        RoleArn=READ_ROLE, RoleSessionName="pytest-inspect", WebIdentityToken=token
+    )["Credentials"]
+    s3 = _client(
+        "s3",
+        endpoint,
+        aws_access_key_id=session["AccessKeyId"],
+        aws_secret_access_key=session["SecretAccessKey"],
+        aws_session_token=session["SessionToken"],
+    )
+    listing = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
+        listing.update({item["Key"]: item["ETag"] for item in page.get("Contents", [])})
+    return listing

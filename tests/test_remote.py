@@ -1,0 +1,316 @@
+"""The S3 remote, end to end, against a real S3 server and a real OIDC issuer on 127.0.0.1.
+
+CI's path: a job's OIDC token -> .circleci/web_identity.py -> AWS web-identity chain ->
+role session -> .circleci/remote.py push/pull (dvc push/pull --run-cache). No static keys.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import (
+    ALL_STAGES,
+    DvcRepo,
+    commit_all,
+    copy_of_repository,
+    fast_params,
+    git,
+    write_params,
+)
+from tests.s3bed import (
+    BUCKET,
+    OTHER_PROJECT_ID,
+    PUSH_ROLE,
+    READ_ROLE,
+    OidcIssuer,
+    SeaweedFS,
+    bucket_listing,
+    iam_config,
+    new_key,
+)
+
+pytestmark = pytest.mark.slow
+BRANCH = "refs/heads/feature/better-model"
+OUTPUTS = ("data", "models", "metrics", "plots", "dist")
+
+
+def with_credentials(repo: DvcRepo, bed: SeaweedFS, token: str, role: str) -> dict[str, str]:
+    """Environment of a CI job holding ``token``, handed to the AWS chain as CI does it."""
+    token_file = repo.repo.parent / f"{repo.repo.name}-web-identity-token"
+    empty = repo.repo.parent / "empty-aws-config"
+    empty.touch()
+    env = {
+        "CIRCLE_OIDC_TOKEN_V2": token,
+        "AWS_ROLE_ARN": role,
+        "AWS_WEB_IDENTITY_TOKEN_FILE": str(token_file),
+        "AWS_ROLE_SESSION_NAME": "pytest-ci-job",
+        "AWS_ENDPOINT_URL_STS": bed.endpoint,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": str(empty),
+        "AWS_SHARED_CREDENTIALS_FILE": str(empty),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    token_file.unlink(missing_ok=True)
+    handed = repo.run(sys.executable, ".circleci/web_identity.py", env=env)
+    if handed.returncode == 0:
+        assert token_file.stat().st_mode & 0o777 == 0o600
+    return env
+
+
+def remote(repo: DvcRepo, action: str, env: dict, *args: str) -> subprocess.CompletedProcess:
+    return repo.run(sys.executable, ".circleci/remote.py", action, *args, env=env)
+
+
+def use_test_bucket(repo: DvcRepo, bed: SeaweedFS) -> None:
+    """What a user does for an on-prem store: local overrides, nothing committed."""
+    for option, value in (("url", f"s3://{BUCKET}/pipeline"), ("endpointurl", bed.endpoint)):
+        result = repo.dvc("remote", "modify", "--local", "storage", option, value)
+        assert result.returncode == 0, result.stderr
+
+
+def output_files(root: Path) -> dict[str, str]:
+    files = [p for top in OUTPUTS for p in sorted((root / top).rglob("*")) if p.is_file()]
+    return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest() for p in files}
+
+
+@pytest.fixture(scope="module")
+def bed(tmp_path_factory: pytest.TempPathFactory, oidc_issuer: OidcIssuer):
+    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"), iam_config(oidc_issuer.url)).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def origin(tmp_path_factory: pytest.TempPathFactory, bed: SeaweedFS, http_mirror: str) -> DvcRepo:
+    """The main branch after a pipeline run: outputs in its cache, dvc.lock committed."""
+    path = copy_of_repository(tmp_path_factory.mktemp("origin") / "repo")
+    write_params(path, fast_params(train={"epochs": 1}))
+    repo = DvcRepo(path, MNIST_MIRROR=http_mirror)
+    ran, result = repo.repro()
+    assert ran == ALL_STAGES, result.stderr
+    commit_all(path, "run the pipeline")
+    use_test_bucket(repo, bed)
+    return repo
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory: pytest.TempPathFactory, origin: DvcRepo, bed: SeaweedFS) -> DvcRepo:
+    """A fresh clone of origin on another machine: empty DVC cache, only the remote to pull from."""
+    path = tmp_path_factory.mktemp("clone") / "repo"
+    subprocess.run(["git", "clone", "-q", str(origin.repo), str(path)], check=True)
+    repo = DvcRepo(path, MNIST_MIRROR=origin.env["MNIST_MIRROR"])
+    use_test_bucket(repo, bed)
+    return repo
+
+
+def test_config_has_a_remote_and_no_credentials(origin: DvcRepo) -> None:
+    committed = (origin.repo / ".dvc/config").read_text()
+    assert "remote = storage" in committed
+    assert re.search(r"url = s3://\S+", committed)
+    assert not re.search(r"access_key|secret|profile|credential", committed.split("#")[0], re.I)
+    assert git(origin.repo, "check-ignore", ".dvc/config.local").strip() == ".dvc/config.local"
+
+
+def test_main_pushes_everything_and_a_second_push_uploads_nothing(
+    origin: DvcRepo, bed: SeaweedFS, oidc_issuer: OidcIssuer
+) -> None:
+    env = with_credentials(origin, bed, oidc_issuer.mint(), PUSH_ROLE)
+    pushed = remote(origin, "push", env)
+    assert pushed.returncode == 0, pushed.stderr
+    assert re.search(r"\d+ files pushed", pushed.stdout)
+    assert f"{len(ALL_STAGES)} run-cache entries pushed" in pushed.stdout
+    listing = bucket_listing(bed.endpoint, oidc_issuer.mint(ref=BRANCH))
+    assert any(key.startswith("pipeline/files/md5/") for key in listing)
+    assert any(key.startswith("pipeline/runs/") for key in listing)  # the run-cache
+    assert "secret" not in pushed.stdout + pushed.stderr.lower()
+
+    again = remote(origin, "push", env)
+    assert again.returncode == 0
+    assert "Everything is up to date." in again.stdout
+    assert "0 run-cache entries pushed" in again.stdout
+    assert bucket_listing(bed.endpoint, oidc_issuer.mint(ref=BRANCH)) == listing
+
+
+def test_branch_clone_pulls_and_reproduces_nothing(
+    clone: DvcRepo, origin: DvcRepo, bed: SeaweedFS, oidc_issuer: OidcIssuer
+) -> None:
+    env = with_credentials(clone, bed, oidc_issuer.mint(ref=BRANCH), READ_ROLE)
+    pulled = remote(clone, "pull", env)
+    assert pulled.returncode == 0, pulled.stderr
+    ran, result = clone.repro()
+    assert result.returncode == 0
+    assert ran == []
+    assert "Data and pipelines are up to date." in clone.dvc("status").stdout
+    assert output_files(clone.repo) == output_files(origin.repo)
+
+
+@pytest.mark.parametrize(
+    ("token_args", "role", "expected"),
+    [
+        ({"audience": "someone-else"}, READ_ROLE, "does not trust this token"),
+        ({"project": OTHER_PROJECT_ID}, READ_ROLE, "does not trust this token"),
+        ({"ref": BRANCH}, PUSH_ROLE, "the push role accepts only main"),
+        ({"lifetime_s": -60}, PUSH_ROLE, "the OIDC token has expired"),
+        ({"signing_key": "another"}, PUSH_ROLE, "rejected as invalid (bad signature or format)"),
+    ],
+    ids=["wrong-audience", "wrong-project", "branch-on-push-role", "expired", "foreign-key"],
+)
+def test_refused_tokens_change_nothing(
+    origin: DvcRepo,
+    bed: SeaweedFS,
+    oidc_issuer: OidcIssuer,
+    token_args: dict,
+    role: str,
+    expected: str,
+) -> None:
+    if token_args.get("signing_key"):
+        token_args = {"signing_key": new_key()}
+    before = bucket_listing(bed.endpoint, oidc_issuer.mint(ref=BRANCH))
+    (origin.repo / "extra.txt").write_text("a new output to push\n")
+    origin.dvc("add", "extra.txt")
+    env = with_credentials(origin, bed, oidc_issuer.mint(**token_args), role)
+    if token_args.get("lifetime_s", 0) < 0:
+        env["AWS_WEB_IDENTITY_TOKEN_FILE"] = str(origin.repo.parent / "expired-token")
+        Path(env["AWS_WEB_IDENTITY_TOKEN_FILE"]).write_text(env["CIRCLE_OIDC_TOKEN_V2"])
+    result = remote(origin, "push", env)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("remote: push failed: ")
+    assert expected in last
+    assert bucket_listing(bed.endpoint, oidc_issuer.mint(ref=BRANCH)) == before
+
+
+def test_read_only_role_cannot_push(
+    clone: DvcRepo, bed: SeaweedFS, oidc_issuer: OidcIssuer
+) -> None:
+    before = bucket_listing(bed.endpoint, oidc_issuer.mint(ref=BRANCH))
+    (clone.repo / "notes.txt").write_text("a branch's new data\n")
+    assert clone.dvc("add", "notes.txt").returncode == 0
+    env = with_credentials(clone, bed, oidc_issuer.mint(ref=BRANCH), READ_ROLE)
+    result = remote(clone, "push", env)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"remote: push failed: role {READ_ROLE} may not write to the remote; pushing needs the"
+        " push role, which only main's jobs can assume"
+    )
+    assert bucket_listing(bed.endpoint, oidc_issuer.mint(ref=BRANCH)) == before
+    (clone.repo / "notes.txt").unlink()
+    (clone.repo / "notes.txt.dvc").unlink()
+
+
+def _append_comment(repo: DvcRepo, module: str) -> None:
+    path = repo.repo / "stages" / module
+    path.write_text(path.read_text() + "# a change to this module's code\n")
+
+
+def _new_data_version(repo: DvcRepo, shared_mnist: Path, tmp: Path) -> None:
+    """A mirror whose train labels differ in one place, and the pin updated to match."""
+    mirror = tmp / "mirror-v2"
+    shutil.copytree(shared_mnist, mirror)
+    labels = bytearray(gzip.decompress((shared_mnist / "train-labels-idx1-ubyte.gz").read_bytes()))
+    labels[8 + 11] = (labels[8 + 11] + 1) % 10
+    (mirror / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(bytes(labels)))
+    pins = repo.repo / "stages/mnist.py"
+    pins.write_text(
+        pins.read_text().replace(
+            "a25bea736e30d166cdddb491f175f624", hashlib.md5(labels).hexdigest()
+        )
+    )
+    repo.env["MNIST_MIRROR"] = str(mirror)
+
+
+CHANGES = [
+    ("param-package", lambda r, *_: r.set_params(package={"version": 2}), ["package"]),
+    ("param-test", lambda r, *_: r.set_params(test={"worst_examples": 6}), ["test", "package"]),
+    ("param-test-back", lambda r, *_: r.set_params(test={"worst_examples": 12}), []),
+    (
+        "param-train",
+        lambda r, *_: r.set_params(train={"batch_size": 256}),
+        ["train", "test", "package"],
+    ),
+    (
+        "param-build",
+        lambda r, *_: r.set_params(build={"dropout": 0.2}),
+        ["build", "train", "test", "package"],
+    ),
+    (
+        "param-prepare",
+        lambda r, *_: r.set_params(prepare={"seed": 7}),
+        ["prepare", "train", "test", "package"],
+    ),
+    *[
+        (f"code-{stage}", lambda r, *_, m=f"{stage}.py": _append_comment(r, m), [stage])
+        for stage in ALL_STAGES
+    ],
+    (
+        "code-shared-helper",
+        lambda r, *_: _append_comment(r, "keras_io.py"),
+        ["build", "train", "test", "package"],
+    ),
+    ("raw-data", _new_data_version, ["fetch", "prepare", "train", "test", "package"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"), [(c[1], c[2]) for c in CHANGES], ids=[c[0] for c in CHANGES]
+)
+def test_only_what_a_change_affects_runs(
+    clone: DvcRepo, shared_mnist: Path, tmp_path: Path, change, expected: list[str]
+) -> None:
+    """Cumulative changes in the pulled clone. `param-test-back` returns to a configuration the
+    run-cache knows: DVC restores its outputs instead of running anything."""
+    change(clone, shared_mnist, tmp_path)
+    ran, result = clone.repro()
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert ran == expected
+
+
+def test_server_stopped_mid_push_then_resumed(
+    tmp_path: Path, origin: DvcRepo, oidc_issuer: OidcIssuer, bed: SeaweedFS
+) -> None:
+    flaky = SeaweedFS(tmp_path / "seaweedfs", iam_config(oidc_issuer.url)).start()
+    inspect = oidc_issuer.mint(ref=BRANCH)
+    try:
+        use_test_bucket(origin, flaky)
+        env = with_credentials(origin, flaky, oidc_issuer.mint(), PUSH_ROLE)
+        cache = origin.repo / ".dvc/cache"
+        cached = {p: p.read_bytes() for p in cache.rglob("*") if p.is_file()}
+        push = subprocess.Popen(
+            [sys.executable, ".circleci/remote.py", "push", "-j", "1"],
+            cwd=origin.repo,
+            env={**origin.env, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 120
+        while not bucket_listing(flaky.endpoint, inspect) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        flaky.stop()
+        _, stderr = push.communicate(timeout=300)
+        assert push.returncode != 0, "the push finished before the server was stopped"
+        assert "cannot reach the S3 endpoint" in stderr.strip().splitlines()[-1]
+        assert {p: p.read_bytes() for p in cache.rglob("*") if p.is_file()} == cached
+
+        flaky.start()
+        partial = bucket_listing(flaky.endpoint, inspect)
+        env = with_credentials(origin, flaky, oidc_issuer.mint(), PUSH_ROLE)
+        resumed = remote(origin, "push", env)
+        assert resumed.returncode == 0, resumed.stderr
+        files = int(re.search(r"(\d+) files? pushed", resumed.stdout).group(1))
+        entries = int(re.search(r"(\d+) run-cache entries pushed", resumed.stdout).group(1))
+        complete = bucket_listing(flaky.endpoint, inspect)
+        assert set(partial) < set(complete)
+        assert files + entries == len(set(complete) - set(partial))
+    finally:
+        flaky.stop()
+        use_test_bucket(origin, bed)
