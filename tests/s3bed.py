@@ -27,6 +27,8 @@ from pathlib import Path
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.helpers import DvcRepo
+
 ORG_ID = "6f0e5cc4-0000-4000-8000-00000000c1c1"
 PROJECT_ID = "9a1b2c3d-0000-4000-8000-0000000000aa"
 OTHER_PROJECT_ID = "9a1b2c3d-0000-4000-8000-0000000000bb"
@@ -282,3 +284,37 @@ def bucket_listing(endpoint: str, token: str) -> dict[str, str]:
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
         listing.update({item["Key"]: item["ETag"] for item in page.get("Contents", [])})
     return listing
+
+
+def with_credentials(repo: DvcRepo, bed: SeaweedFS, token: str, role: str) -> dict[str, str]:
+    """Environment of a CI job holding ``token``, handed to the AWS chain as CI does it."""
+    token_file = repo.repo.parent / f"{repo.repo.name}-web-identity-token"
+    empty = repo.repo.parent / "empty-aws-config"
+    empty.touch()
+    env = {
+        "CIRCLE_OIDC_TOKEN_V2": token,
+        "AWS_ROLE_ARN": role,
+        "AWS_WEB_IDENTITY_TOKEN_FILE": str(token_file),
+        "AWS_ROLE_SESSION_NAME": "pytest-ci-job",
+        "AWS_ENDPOINT_URL_STS": bed.endpoint,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": str(empty),
+        "AWS_SHARED_CREDENTIALS_FILE": str(empty),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    token_file.unlink(missing_ok=True)
+    handed = repo.run(sys.executable, ".circleci/web_identity.py", env=env)
+    if handed.returncode == 0:
+        assert token_file.stat().st_mode & 0o777 == 0o600
+    return env
+
+
+def remote(repo: DvcRepo, action: str, env: dict, *args: str) -> subprocess.CompletedProcess:
+    return repo.run(sys.executable, ".circleci/remote.py", action, *args, env=env)
+
+
+def use_test_bucket(repo: DvcRepo, bed: SeaweedFS) -> None:
+    """What a user does for an on-prem store: local overrides, nothing committed."""
+    for option, value in (("url", f"s3://{BUCKET}/pipeline"), ("endpointurl", bed.endpoint)):
+        result = repo.dvc("remote", "modify", "--local", "storage", option, value)
+        assert result.returncode == 0, result.stderr

@@ -27,7 +27,6 @@ from tests.helpers import (
     write_params,
 )
 from tests.s3bed import (
-    BUCKET,
     OTHER_PROJECT_ID,
     PUSH_ROLE,
     READ_ROLE,
@@ -36,45 +35,14 @@ from tests.s3bed import (
     bucket_listing,
     iam_config,
     new_key,
+    remote,
+    use_test_bucket,
+    with_credentials,
 )
 
 pytestmark = pytest.mark.slow
 BRANCH = "refs/heads/feature/better-model"
 OUTPUTS = ("data", "models", "metrics", "plots", "dist")
-
-
-def with_credentials(repo: DvcRepo, bed: SeaweedFS, token: str, role: str) -> dict[str, str]:
-    """Environment of a CI job holding ``token``, handed to the AWS chain as CI does it."""
-    token_file = repo.repo.parent / f"{repo.repo.name}-web-identity-token"
-    empty = repo.repo.parent / "empty-aws-config"
-    empty.touch()
-    env = {
-        "CIRCLE_OIDC_TOKEN_V2": token,
-        "AWS_ROLE_ARN": role,
-        "AWS_WEB_IDENTITY_TOKEN_FILE": str(token_file),
-        "AWS_ROLE_SESSION_NAME": "pytest-ci-job",
-        "AWS_ENDPOINT_URL_STS": bed.endpoint,
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_CONFIG_FILE": str(empty),
-        "AWS_SHARED_CREDENTIALS_FILE": str(empty),
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }
-    token_file.unlink(missing_ok=True)
-    handed = repo.run(sys.executable, ".circleci/web_identity.py", env=env)
-    if handed.returncode == 0:
-        assert token_file.stat().st_mode & 0o777 == 0o600
-    return env
-
-
-def remote(repo: DvcRepo, action: str, env: dict, *args: str) -> subprocess.CompletedProcess:
-    return repo.run(sys.executable, ".circleci/remote.py", action, *args, env=env)
-
-
-def use_test_bucket(repo: DvcRepo, bed: SeaweedFS) -> None:
-    """What a user does for an on-prem store: local overrides, nothing committed."""
-    for option, value in (("url", f"s3://{BUCKET}/pipeline"), ("endpointurl", bed.endpoint)):
-        result = repo.dvc("remote", "modify", "--local", "storage", option, value)
-        assert result.returncode == 0, result.stderr
 
 
 def output_files(root: Path) -> dict[str, str]:

@@ -1,0 +1,103 @@
+"""The CI token helper: refuses bad tokens in one line, writes good ones privately, never prints."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jwt
+import pytest
+
+from tests.helpers import REPO_ROOT
+from tests.s3bed import PUSH_ROLE, OidcIssuer
+
+SCRIPT = REPO_ROOT / ".circleci" / "web_identity.py"
+_spec = importlib.util.spec_from_file_location("web_identity", SCRIPT)
+web_identity = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(web_identity)
+
+
+def _run(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    base = {
+        "PATH": os.environ["PATH"],
+        "AWS_ROLE_ARN": PUSH_ROLE,
+        "AWS_WEB_IDENTITY_TOKEN_FILE": str(tmp_path / "aws" / "token"),
+    }
+    return subprocess.run(
+        [sys.executable, str(SCRIPT)],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_good_token_written_privately_and_not_printed(
+    tmp_path: Path, oidc_issuer: OidcIssuer
+) -> None:
+    token = oidc_issuer.mint()
+    result = _run(tmp_path, CIRCLE_OIDC_TOKEN_V2=token)
+    assert result.returncode == 0, result.stderr
+    target = tmp_path / "aws" / "token"
+    assert target.read_text() == token
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in target.parent.iterdir()] == ["token"]  # no temp file left
+    assert token not in result.stdout + result.stderr
+    assert token.split(".")[1] not in result.stdout + result.stderr
+    assert result.stdout.startswith("web_identity: token for org/")
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({}, "CIRCLE_OIDC_TOKEN_V2 is not set"),
+        ({"CIRCLE_OIDC_TOKEN_V2": "  "}, "CIRCLE_OIDC_TOKEN_V2 is not set"),
+        ({"CIRCLE_OIDC_TOKEN_V2": "not-a-jwt"}, "CIRCLE_OIDC_TOKEN_V2 is not a valid JWT"),
+        ({"CIRCLE_OIDC_TOKEN_V2": "a.b.c"}, "CIRCLE_OIDC_TOKEN_V2 is not a valid JWT"),
+    ],
+    ids=["missing", "blank", "garbage", "three-bad-parts"],
+)
+def test_refusals(tmp_path: Path, env: dict, message: str) -> None:
+    result = _run(tmp_path, **env)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"web_identity: error: {message}")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "aws").exists()
+
+
+def test_expired_token_refused(tmp_path: Path, oidc_issuer: OidcIssuer) -> None:
+    token = oidc_issuer.mint(lifetime_s=-30)
+    result = _run(tmp_path, CIRCLE_OIDC_TOKEN_V2=token)
+    assert result.returncode == 1
+    assert "CIRCLE_OIDC_TOKEN_V2 expired at " in result.stderr
+    assert "re-run the job to get a fresh token" in result.stderr
+    assert token not in result.stderr
+    assert not (tmp_path / "aws").exists()
+
+
+def test_token_about_to_expire_is_refused(oidc_issuer: OidcIssuer) -> None:
+    with pytest.raises(web_identity.Refusal, match="expires within 60 s"):
+        web_identity.token_claims(oidc_issuer.mint(lifetime_s=30), time.time())
+    claims = web_identity.token_claims(oidc_issuer.mint(lifetime_s=600), time.time())
+    assert claims["oidc.circleci.com/vcs-ref"] == "refs/heads/main"
+
+
+def test_token_without_required_claims(oidc_issuer: OidcIssuer) -> None:
+    bare = jwt.encode({"exp": int(time.time()) + 600}, oidc_issuer.key, algorithm="RS256")
+    with pytest.raises(web_identity.Refusal, match="lacks the 'iss' claim"):
+        web_identity.token_claims(bare, time.time())
+
+
+def test_needs_target_and_role(tmp_path: Path, oidc_issuer: OidcIssuer) -> None:
+    token = oidc_issuer.mint()
+    env = {"CIRCLE_OIDC_TOKEN_V2": token, "AWS_ROLE_ARN": PUSH_ROLE}
+    with pytest.raises(web_identity.Refusal, match="AWS_WEB_IDENTITY_TOKEN_FILE is not set"):
+        web_identity.write_token_file(env, time.time())
+    env = {"CIRCLE_OIDC_TOKEN_V2": token, "AWS_WEB_IDENTITY_TOKEN_FILE": str(tmp_path / "t")}
+    with pytest.raises(web_identity.Refusal, match="AWS_ROLE_ARN is not set"):
+        web_identity.write_token_file(env, time.time())
+    assert not (tmp_path / "t").exists()
