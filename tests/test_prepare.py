@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ from stages.idx import read_idx
 from stages.prepare import prepare, stratified_split
 from stages.validate import Split, validate
 from tests.helpers import (
+    REPO_ROOT,
     default_params,
     error_line,
     idx_bytes,
@@ -219,3 +222,11 @@ def test_stage_damaged_idx(tmp_path: Path, damage, message: str) -> None:
     assert error_line(result).startswith(f"prepare: error: {path.relative_to(directory)}: ")
     assert message in error_line(result)
     assert _leftovers(directory) == RAW_FILES
+
+
+def test_prepare_does_not_import_tensorflow() -> None:
+    code = "import sys, stages.prepare; print(sorted(m for m in sys.modules if 'tensorflow' in m))"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
