@@ -84,8 +84,9 @@ Byte-identical outputs across the two forced runs (md5 from `dvc.lock`):
 |---|---|
 {rows}
 
-The SavedModel (`dist/…`) is not yet byte-identical between runs (TensorFlow writes graph
-and fingerprint files that vary); its predictions are verified equal to the trained model's.
+The SavedModel (`dist/…`) is not yet byte-identical between runs: `saved_model.pb`,
+`variables/*` and `fingerprint.pb` all differ from one export of the same model to the next (the
+model card does not). Its predictions are verified equal to the trained model's at every export.
 """)
     print(REPORT.read_text())
 
