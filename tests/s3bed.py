@@ -244,10 +244,11 @@ class SeaweedFS:
             time.sleep(0.2)
         raise RuntimeError("weed did not become ready")
 
-    def stop(self) -> None:
+    def stop(self, abruptly: bool = False) -> None:
+        """SIGTERM (then SIGKILL after 15 s), or straight SIGKILL: a crash mid-request."""
         if self.process is None or self.process.poll() is not None:
             return
-        os.killpg(self.process.pid, signal.SIGTERM)
+        os.killpg(self.process.pid, signal.SIGKILL if abruptly else signal.SIGTERM)
         try:
             self.process.wait(timeout=15)
         except subprocess.TimeoutExpired:

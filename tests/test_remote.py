@@ -263,7 +263,7 @@ def test_server_stopped_mid_push_then_resumed(
         deadline = time.monotonic() + 120
         while not bucket_listing(flaky.endpoint, inspect) and time.monotonic() < deadline:
             time.sleep(0.05)
-        flaky.stop()
+        flaky.stop(abruptly=True)
         _, stderr = push.communicate(timeout=300)
         assert push.returncode != 0, "the push finished before the server was stopped"
         assert "cannot reach the S3 endpoint" in stderr.strip().splitlines()[-1]
