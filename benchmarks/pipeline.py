@@ -21,7 +21,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tests.helpers import ALL_STAGES, REPO_ROOT, DvcRepo, copy_of_repository
+from testbed.repo import ALL_STAGES, REPO_ROOT, DvcRepo, copy_of_repository
 
 REPORT = REPO_ROOT / "benchmarks" / "REPORT.md"
 

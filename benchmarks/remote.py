@@ -18,8 +18,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tests.helpers import REPO_ROOT, DvcRepo, commit_all, copy_of_repository, git
-from tests.s3bed import (
+from testbed.repo import REPO_ROOT, DvcRepo, commit_all, copy_of_repository, git
+from testbed.s3 import (
     PUSH_ROLE,
     READ_ROLE,
     OidcIssuer,
@@ -85,7 +85,7 @@ def main() -> None:
     rows = [
         ("full cold `dvc repro`", f"{full:.1f} s"),
         (
-            "first push (`.circleci/remote.py push`)",
+            "first push (`python -m ci_jobs.remote push`)",
             f"{first_push:.1f} s, {uploads(first.stdout)} uploads",
         ),
         (
@@ -113,8 +113,8 @@ Reproduce: `MNIST_MIRROR=../shared/datasets/mnist .venv/bin/python -m benchmarks
 {table}
 
 Plain `dvc push --run-cache` (DVC 3.67) re-sends every run-cache entry on every push;
-`.circleci/remote.py push` pushes data with `dvc push` and the run-cache with DVC's own transfer
-in its skip-existing mode, so a push with nothing new uploads nothing.
+`python -m ci_jobs.remote push` pushes data with `dvc push` and the run-cache with DVC's own
+transfer in its skip-existing mode, so a push with nothing new uploads nothing.
 """)
     print(REPORT.read_text())
 

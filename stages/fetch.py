@@ -1,9 +1,13 @@
 """Stage ``fetch``: get the four raw MNIST files into ``data/raw``, verified against pinned md5s.
 
 Sources are tried per file, in order: ``$MNIST_MIRROR`` (a directory or an http(s)/file URL), then
-the public mirrors. Each archive is extracted and its content's md5 compared with the pinned one;
-on any failure the next source is tried. ``data/raw`` appears only once all four files are verified.
-Being a cached DVC output, it is fetched once and then pulled from the DVC remote.
+the public mirrors (``$MNIST_PUBLIC_MIRRORS``, a space-separated list, replaces them: an
+organisation's own mirrors, or none at all when set empty). A relative directory is taken from the
+repository root, also in ``dvc exp run --temp`` and queued experiments, which run in a copy of the
+repository elsewhere (DVC passes the root as ``$DVC_ROOT``). Each archive is extracted and its
+content's md5 compared with the pinned one; on any failure the next source is tried. ``data/raw``
+appears only once all four files are verified. Being a cached DVC output, it is fetched once and
+then pulled from the DVC remote.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from tqdm import tqdm
 
 from stages.artifacts import atomic_path
 from stages.cli import StageError, run_stage
-from stages.mnist import MIRROR_ENV, PUBLIC_MIRRORS, RAW_FILES, RawFile
+from stages.mnist import MIRROR_ENV, PUBLIC_MIRRORS, PUBLIC_MIRRORS_ENV, RAW_FILES, RawFile
 from stages.paths import RAW_DIR
 
 CHUNK = 1 << 20
@@ -33,14 +37,29 @@ class SourceFailure(Exception):
     """One source could not provide one file; the next source is tried."""
 
 
-def mirror_sources(environ: dict[str, str] | os._Environ = os.environ) -> list[str]:
-    """The sources to try, in order: ``$MNIST_MIRROR`` if set, then the public mirrors."""
-    override = environ.get(MIRROR_ENV, "").strip()
-    return ([override] if override else []) + list(PUBLIC_MIRRORS)
+REPO_ROOT_ENV = "DVC_ROOT"  # set by DVC for every stage command: the user's repository root
+
+Environ = dict[str, str] | os._Environ
 
 
 def _is_url(source: str) -> bool:
     return source.startswith(("http://", "https://", "file://"))
+
+
+def _anchored(source: str, environ: Environ) -> str:
+    """A relative directory, taken from the repository root rather than the stage's cwd."""
+    root = environ.get(REPO_ROOT_ENV, "")
+    if _is_url(source) or not root:
+        return source
+    return str(Path(root) / Path(source).expanduser())
+
+
+def mirror_sources(environ: Environ = os.environ) -> list[str]:
+    """The sources to try, in order: ``$MNIST_MIRROR`` if set, then the public mirrors."""
+    override = environ.get(MIRROR_ENV, "").strip()
+    public = environ.get(PUBLIC_MIRRORS_ENV)
+    public_mirrors = PUBLIC_MIRRORS if public is None else tuple(public.split())
+    return ([_anchored(override, environ)] if override else []) + list(public_mirrors)
 
 
 def _copy_with_progress(stream: BinaryIO, target: BinaryIO, total: int | None, label: str) -> None:
@@ -113,6 +132,11 @@ def fetch_file(raw_file: RawFile, sources: Sequence[str], directory: Path) -> st
 
 def fetch_all(raw_dir: Path, sources: Sequence[str]) -> dict[str, str]:
     """Fetch all four files into ``raw_dir`` atomically; return which source gave each file."""
+    if not sources:
+        raise StageError(
+            f"no source to fetch MNIST from ({PUBLIC_MIRRORS_ENV} is set empty); set {MIRROR_ENV}"
+            " to a directory or http(s) URL that holds the MNIST .gz files"
+        )
     with atomic_path(raw_dir) as staged:
         staged.mkdir()
         return {raw.name: fetch_file(raw, sources, staged) for raw in RAW_FILES}

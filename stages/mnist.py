@@ -28,4 +28,5 @@ PUBLIC_MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
 )
-MIRROR_ENV = "MNIST_MIRROR"
+MIRROR_ENV = "MNIST_MIRROR"  # tried first: a directory or URL of your own
+PUBLIC_MIRRORS_ENV = "MNIST_PUBLIC_MIRRORS"  # replaces PUBLIC_MIRRORS: space-separated, "" for none

@@ -13,6 +13,17 @@ import pytest
 from tests.helpers import SHARED_MNIST
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_public_mirrors() -> Iterator[None]:
+    """No test reaches the internet: every stage and DVC run sees no public MNIST mirror.
+
+    Tests that exercise the public-mirror path set MNIST_PUBLIC_MIRRORS to loopback servers.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MNIST_PUBLIC_MIRRORS", "")
+        yield
+
+
 @pytest.fixture(scope="session")
 def shared_mnist() -> Path:
     if not (SHARED_MNIST / "train-images-idx3-ubyte.gz").exists():
@@ -62,7 +73,8 @@ def trained_workspace(tmp_path_factory: pytest.TempPathFactory, shared_mnist: Pa
     from stages.keras_io import save_model
     from stages.model import build_model
     from stages.train import train
-    from tests.helpers import fast_params, write_params, write_prepared_subset
+    from testbed.repo import write_params
+    from tests.helpers import fast_params, write_prepared_subset
 
     workspace = tmp_path_factory.mktemp("trained")
     raw = fast_params()
@@ -84,7 +96,7 @@ def trained_workspace(tmp_path_factory: pytest.TempPathFactory, shared_mnist: Pa
 @pytest.fixture(scope="session")
 def oidc_issuer() -> Iterator:
     """A local OIDC issuer shaped like CircleCI's (tests/s3bed.py)."""
-    from tests.s3bed import OidcIssuer
+    from testbed.s3 import OidcIssuer
 
     issuer = OidcIssuer().start()
     yield issuer

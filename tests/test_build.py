@@ -14,7 +14,8 @@ from stages.config import BuildParams
 from stages.keras_io import FIXED_SAVE_DATE, load_model, renumber_shared_objects, save_model
 from stages.model import build_model
 from stages.runtime import FULL, MIXED, precision_policy
-from tests.helpers import fast_params, run_module, write_params
+from testbed.repo import write_params
+from tests.helpers import fast_params, run_module
 
 
 def _params(**changes) -> BuildParams:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from tests.helpers import REPO_ROOT
+from testbed.repo import REPO_ROOT
 
 CONFIG = yaml.safe_load((REPO_ROOT / ".circleci/config.yml").read_text())
 
@@ -18,10 +18,15 @@ def test_token_then_pull_then_repro_then_push() -> None:
     commands = _commands()
     order = [
         next(i for i, c in enumerate(commands) if needle in c)
-        for needle in ("web_identity.py", "remote.py pull", "dvc repro", "remote.py push")
+        for needle in (
+            "ci_jobs.web_identity",
+            "ci_jobs.remote pull",
+            "dvc repro",
+            "ci_jobs.remote push",
+        )
     ]
     assert order == sorted(order)
-    push = next(c for c in commands if "remote.py push" in c)
+    push = next(c for c in commands if "ci_jobs.remote push" in c)
     assert 'if [ "$CIRCLE_BRANCH" = "main" ]' in push
 
 

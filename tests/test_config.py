@@ -6,7 +6,8 @@ import pytest
 
 from stages.cli import StageError
 from stages.config import load_params, parse_params
-from tests.helpers import REPO_ROOT, default_params, error_line, run_module, write_params
+from testbed.repo import REPO_ROOT, write_params
+from tests.helpers import default_params, error_line, run_module
 
 
 def test_repository_params_are_valid() -> None:

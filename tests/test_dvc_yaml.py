@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from stages import paths
-from tests.helpers import REPO_ROOT
+from testbed.repo import REPO_ROOT
 
 PIPELINE = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
 SECTIONS = ["prepare", "build", "train", "test", "package"]

@@ -18,7 +18,8 @@ from stages.test import (
     read_baseline,
     worst_misclassified_grid,
 )
-from tests.helpers import error_line, fast_params, run_module, write_params
+from testbed.repo import write_params
+from tests.helpers import error_line, fast_params, run_module
 
 LABELS = np.array([0, 0, 1, 1, 2])
 PROBABILITIES = np.array(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,25 @@ def test_sources_put_mnist_mirror_first() -> None:
     assert mirror_sources({"MNIST_MIRROR": "/data/mnist"}) == ["/data/mnist", *PUBLIC_MIRRORS]
     assert mirror_sources({}) == list(PUBLIC_MIRRORS)
     assert mirror_sources({"MNIST_MIRROR": "  "}) == list(PUBLIC_MIRRORS)
+
+
+def test_public_mirrors_can_be_replaced_or_removed() -> None:
+    replaced = {"MNIST_PUBLIC_MIRRORS": " https://a.example/mnist/  https://b.example/mnist/ "}
+    assert mirror_sources(replaced) == ["https://a.example/mnist/", "https://b.example/mnist/"]
+    assert mirror_sources({"MNIST_PUBLIC_MIRRORS": "", "MNIST_MIRROR": "/data/mnist"}) == [
+        "/data/mnist"
+    ]
+
+
+def test_relative_mirror_is_taken_from_the_repository_root() -> None:
+    """DVC runs experiments in a copy elsewhere and passes the user's root as DVC_ROOT."""
+    env = {"DVC_ROOT": "/home/me/project", "MNIST_PUBLIC_MIRRORS": ""}
+    assert mirror_sources({**env, "MNIST_MIRROR": "../shared/mnist"}) == [
+        "/home/me/project/../shared/mnist"
+    ]
+    assert mirror_sources({**env, "MNIST_MIRROR": "/data/mnist"}) == ["/data/mnist"]
+    assert mirror_sources({**env, "MNIST_MIRROR": "http://h/mnist/"}) == ["http://h/mnist/"]
+    assert mirror_sources({"MNIST_MIRROR": "../m", "MNIST_PUBLIC_MIRRORS": ""}) == ["../m"]
 
 
 def test_fetch_from_a_directory(tmp_path: Path, shared_mnist: Path) -> None:
@@ -91,17 +111,63 @@ def test_every_failure_named_and_nothing_left(tmp_path: Path, shared_mnist: Path
     ]
 
 
-def test_cli_exits_nonzero_with_one_line_per_source(tmp_path: Path) -> None:
+def _closed_port_url() -> str:
+    """A loopback URL where nothing listens: connecting fails at once, online or offline."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}/mnist/"
+
+
+def test_cli_exits_nonzero_with_one_line_per_source(tmp_path: Path, serve) -> None:
+    """The public mirrors are replaced by loopback ones that fail: one that refuses connections,
+    one that answers 404. The same code path as the real mirrors, whatever the network."""
     empty_mirror = tmp_path / "mirror"
     empty_mirror.mkdir()
-    result = run_module("fetch", tmp_path, env={"MNIST_MIRROR": str(empty_mirror)})
+    refusing, not_found = _closed_port_url(), serve(empty_mirror) + "mnist/"
+    env = {"MNIST_MIRROR": str(empty_mirror), "MNIST_PUBLIC_MIRRORS": f"{refusing} {not_found}"}
+    result = run_module("fetch", tmp_path, env=env)
     assert result.returncode == 1
     stderr = result.stderr.splitlines()
     start = stderr.index(error_line(result))
-    assert stderr[start].endswith("from any source:")
-    assert stderr[start + 1] == f"  {empty_mirror}: no file train-images-idx3-ubyte.gz there"
-    # then one line per public mirror (unreachable on this offline machine), then the fix
-    for offset, mirror in enumerate(PUBLIC_MIRRORS, start=2):
-        assert stderr[start + offset].startswith(f"  {mirror}: ")
-    assert stderr[start + 2 + len(PUBLIC_MIRRORS)].startswith("  fix: set MNIST_MIRROR")
+    assert stderr[start] == (
+        "fetch: error: could not get a verified train-images-idx3-ubyte.gz from any source:"
+    )
+    assert stderr[start + 1 :] == [
+        f"  {empty_mirror}: no file train-images-idx3-ubyte.gz there",
+        f"  {refusing}: cannot connect ([Errno 111] Connection refused)",
+        f"  {not_found}: HTTP 404 File not found",
+        "  fix: set MNIST_MIRROR to a directory or http(s) URL that holds the MNIST .gz files,"
+        " e.g. MNIST_MIRROR=../shared/datasets/mnist",
+    ]
     assert not (tmp_path / "data" / "raw").exists()
+
+
+def test_cli_falls_back_to_a_public_mirror_that_serves(
+    tmp_path: Path, shared_mnist: Path, serve
+) -> None:
+    """What happens on a machine with internet: no MNIST_MIRROR, a public mirror answers."""
+    site = tmp_path / "site"
+    site.mkdir()
+    _copy_mirror(shared_mnist, site / "mnist")  # served at /mnist/, as the public mirrors are
+    refusing, serving = _closed_port_url(), serve(site) + "mnist/"
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    env = {"MNIST_MIRROR": "", "MNIST_PUBLIC_MIRRORS": f"{refusing} {serving}"}
+    result = run_module("fetch", workspace, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"fetch: {raw.name} verified (from {serving})" for raw in RAW_FILES
+    ]
+    for raw in RAW_FILES:
+        assert _md5(workspace / "data/raw" / raw.name) == raw.md5
+
+
+def test_no_source_at_all_is_explained(tmp_path: Path) -> None:
+    result = run_module("fetch", tmp_path, env={"MNIST_MIRROR": "", "MNIST_PUBLIC_MIRRORS": ""})
+    assert result.returncode == 1
+    assert error_line(result) == (
+        "fetch: error: no source to fetch MNIST from (MNIST_PUBLIC_MIRRORS is set empty);"
+        " set MNIST_MIRROR to a directory or http(s) URL that holds the MNIST .gz files"
+    )
+    assert not (tmp_path / "data").exists()

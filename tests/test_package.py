@@ -16,7 +16,8 @@ from stages.cli import StageError
 from stages.config import parse_params
 from stages.keras_io import load_model
 from stages.predict import load_digit
-from tests.helpers import error_line, fast_params, run_module, write_params
+from testbed.repo import write_params
+from tests.helpers import error_line, fast_params, run_module
 
 
 @pytest.fixture(scope="module")

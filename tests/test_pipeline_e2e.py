@@ -9,14 +9,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from tests.helpers import (
-    ALL_STAGES,
-    DvcRepo,
-    commit_all,
-    copy_of_repository,
-    fast_params,
-    write_params,
-)
+from testbed.repo import ALL_STAGES, DvcRepo, commit_all, copy_of_repository, write_params
+from tests.helpers import fast_params
 
 pytestmark = pytest.mark.slow
 

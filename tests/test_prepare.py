@@ -15,14 +15,13 @@ from stages.config import PrepareParams
 from stages.idx import read_idx
 from stages.prepare import prepare, stratified_split
 from stages.validate import Split, validate
+from testbed.repo import REPO_ROOT, write_params
 from tests.helpers import (
-    REPO_ROOT,
     default_params,
     error_line,
     idx_bytes,
     run_module,
     synthetic_digits,
-    write_params,
     write_raw_dir,
 )
 

@@ -1,7 +1,7 @@
 """The S3 remote, end to end, against a real S3 server and a real OIDC issuer on 127.0.0.1.
 
-CI's path: a job's OIDC token -> .circleci/web_identity.py -> AWS web-identity chain ->
-role session -> .circleci/remote.py push/pull (dvc push/pull --run-cache). No static keys.
+CI's path: a job's OIDC token -> ci_jobs/web_identity.py -> AWS web-identity chain ->
+role session -> ci_jobs/remote.py push/pull (dvc push/pull --run-cache). No static keys.
 """
 
 from __future__ import annotations
@@ -17,16 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import (
-    ALL_STAGES,
-    DvcRepo,
-    commit_all,
-    copy_of_repository,
-    fast_params,
-    git,
-    write_params,
-)
-from tests.s3bed import (
+from testbed.repo import ALL_STAGES, DvcRepo, commit_all, copy_of_repository, write_params
+from testbed.s3 import (
     OTHER_PROJECT_ID,
     PUSH_ROLE,
     READ_ROLE,
@@ -39,6 +31,7 @@ from tests.s3bed import (
     use_test_bucket,
     with_credentials,
 )
+from tests.helpers import fast_params
 
 pytestmark = pytest.mark.slow
 BRANCH = "refs/heads/feature/better-model"
@@ -78,14 +71,6 @@ def clone(tmp_path_factory: pytest.TempPathFactory, origin: DvcRepo, bed: Seawee
     repo = DvcRepo(path, MNIST_MIRROR=origin.env["MNIST_MIRROR"])
     use_test_bucket(repo, bed)
     return repo
-
-
-def test_config_has_a_remote_and_no_credentials(origin: DvcRepo) -> None:
-    committed = (origin.repo / ".dvc/config").read_text()
-    assert "remote = storage" in committed
-    assert re.search(r"url = s3://\S+", committed)
-    assert not re.search(r"access_key|secret|profile|credential", committed.split("#")[0], re.I)
-    assert git(origin.repo, "check-ignore", ".dvc/config.local").strip() == ".dvc/config.local"
 
 
 def test_main_pushes_everything_and_a_second_push_uploads_nothing(
@@ -254,7 +239,7 @@ def test_server_stopped_mid_push_then_resumed(
         cache = origin.repo / ".dvc/cache"
         cached = {p: p.read_bytes() for p in cache.rglob("*") if p.is_file()}
         push = subprocess.Popen(
-            [sys.executable, ".circleci/remote.py", "push", "-j", "1"],
+            [sys.executable, "-m", "ci_jobs.remote", "push", "-j", "1"],
             cwd=origin.repo,
             env={**origin.env, **env},
             stdout=subprocess.PIPE,

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
-from tests.helpers import REPO_ROOT
+from ci_jobs import remote
 
-_spec = importlib.util.spec_from_file_location("remote", REPO_ROOT / ".circleci" / "remote.py")
-remote = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(remote)
 ROLE = {"AWS_ROLE_ARN": "arn:aws:iam::role/Push"}
 
 # Tails of what DVC 3.67 printed against SeaweedFS (tests/test_remote.py provokes each for real).

@@ -18,7 +18,8 @@ from stages.config import TrainParams, parse_params
 from stages.keras_io import save_model
 from stages.model import build_model
 from stages.train import learning_rate_schedule, train, training_batches
-from tests.helpers import REPO_ROOT, fast_params, write_params, write_prepared_subset
+from testbed.repo import REPO_ROOT, write_params
+from tests.helpers import fast_params, write_prepared_subset
 
 
 def _train_params(**changes) -> TrainParams:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -12,13 +11,9 @@ from pathlib import Path
 import jwt
 import pytest
 
-from tests.helpers import REPO_ROOT
-from tests.s3bed import PUSH_ROLE, OidcIssuer
-
-SCRIPT = REPO_ROOT / ".circleci" / "web_identity.py"
-_spec = importlib.util.spec_from_file_location("web_identity", SCRIPT)
-web_identity = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(web_identity)
+from ci_jobs import web_identity
+from testbed.repo import REPO_ROOT
+from testbed.s3 import PUSH_ROLE, OidcIssuer
 
 
 def _run(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
@@ -28,7 +23,8 @@ def _run(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
         "AWS_WEB_IDENTITY_TOKEN_FILE": str(tmp_path / "aws" / "token"),
     }
     return subprocess.run(
-        [sys.executable, str(SCRIPT)],
+        [sys.executable, "-m", "ci_jobs.web_identity"],
+        cwd=REPO_ROOT,
         env={**base, **env},
         capture_output=True,
         text=True,

@@ -2,7 +2,7 @@
 
     export AWS_ROLE_ARN=arn:aws:iam::123456789012:role/mnist-pipeline-push
     export AWS_WEB_IDENTITY_TOKEN_FILE=/tmp/aws-web-identity-token
-    python .circleci/web_identity.py
+    python -m ci_jobs.web_identity
 
 Reads the job's token from ``CIRCLE_OIDC_TOKEN_V2`` and writes it to
 ``$AWS_WEB_IDENTITY_TOKEN_FILE`` (mode 0600, atomically). botocore, and so ``dvc push``/``pull``,

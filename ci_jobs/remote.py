@@ -1,7 +1,7 @@
 """Push or pull the pipeline's outputs and DVC's run-cache; explain a failure in one line.
 
-    python .circleci/remote.py push [dvc options]    # dvc push, then the run-cache
-    python .circleci/remote.py pull [dvc options]    # dvc pull --run-cache
+    python -m ci_jobs.remote push [dvc options]    # dvc push, then the run-cache
+    python -m ci_jobs.remote pull [dvc options]    # dvc pull --run-cache
 
 The run-cache is what lets a fresh clone (or another CI job) skip every stage whose inputs it has
 seen before. Two things DVC does not do well are handled here:
@@ -59,7 +59,7 @@ EXPLANATIONS = [
     (
         r"Unable to locate credentials|NoCredentialsError",
         "no AWS credentials: in CI set AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE"
-        " (.circleci/web_identity.py); on a laptop `dvc remote modify --local storage profile"
+        " (ci_jobs/web_identity.py); on a laptop `dvc remote modify --local storage profile"
         " <name>`",
     ),
 ]

@@ -27,7 +27,7 @@ from pathlib import Path
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.helpers import DvcRepo
+from testbed.repo import DvcRepo
 
 ORG_ID = "6f0e5cc4-0000-4000-8000-00000000c1c1"
 PROJECT_ID = "9a1b2c3d-0000-4000-8000-0000000000aa"
@@ -304,14 +304,14 @@ def with_credentials(repo: DvcRepo, bed: SeaweedFS, token: str, role: str) -> di
         "AWS_EC2_METADATA_DISABLED": "true",
     }
     token_file.unlink(missing_ok=True)
-    handed = repo.run(sys.executable, ".circleci/web_identity.py", env=env)
+    handed = repo.run(sys.executable, "-m", "ci_jobs.web_identity", env=env)
     if handed.returncode == 0:
         assert token_file.stat().st_mode & 0o777 == 0o600
     return env
 
 
 def remote(repo: DvcRepo, action: str, env: dict, *args: str) -> subprocess.CompletedProcess:
-    return repo.run(sys.executable, ".circleci/remote.py", action, *args, env=env)
+    return repo.run(sys.executable, "-m", "ci_jobs.remote", action, *args, env=env)
 
 
 def use_test_bucket(repo: DvcRepo, bed: SeaweedFS) -> None:
