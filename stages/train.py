@@ -122,12 +122,19 @@ class TrainingState:
         self.run_fingerprint = run_fingerprint
 
     def load(self) -> tuple[keras.Model, list[dict]] | None:
-        """The checkpoint of this same run, if there is one."""
+        """The checkpoint of this same run, if there is one; any other checkpoint is discarded.
+
+        A checkpoint of other params, code or inputs is superseded: it can never be resumed.
+        """
+        if not self.directory.exists():
+            return None
         try:
             progress = json.loads(self.progress_file.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
-            return None
+            progress = {}
         if progress.get("fingerprint") != self.run_fingerprint or not self.model_file.exists():
+            print(f"train: discarding {self.directory}/, the checkpoint of another run")
+            self.clear()
             return None
         model = load_model(self.model_file)
         for variable, value in zip(unsaved_state(model), progress["unsaved_state"], strict=True):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -16,27 +19,21 @@ from stages.cli import StageError
 from stages.config import parse_params
 from stages.keras_io import load_model
 from stages.predict import load_digit
-from testbed.repo import write_params
-from tests.helpers import error_line, fast_params, run_module
+from testbed.repo import REPO_ROOT, write_params
+from tests.helpers import error_line, fast_params, read_shared_mnist, run_module
 
 
 @pytest.fixture(scope="module")
-def packaged(tmp_path_factory: pytest.TempPathFactory, trained_workspace: Path) -> Path:
-    """The stage run once, as DVC runs it, in a copy of the trained workspace."""
+def packaged(
+    tmp_path_factory: pytest.TempPathFactory, trained_workspace: Path, shared_mnist: Path
+) -> Path:
+    """The real stages run as DVC runs them, in a copy of the trained workspace: fetch and
+    prepare the whole of MNIST (so the data report is real), then test and package."""
     directory = tmp_path_factory.mktemp("packaged")
     shutil.copytree(trained_workspace, directory, dirs_exist_ok=True)
-    result = run_module("test", directory)
-    assert result.returncode == 0, result.stderr
-    (directory / "metrics/data_validation.json").write_text(
-        json.dumps(
-            {
-                "raw_files": {"train-images-idx3-ubyte": {"md5": "abc", "pinned": True}},
-                "split": {"train": 3000, "validation": 500, "seed": 42},
-            }
-        )
-    )
-    result = run_module("package", directory)
-    assert result.returncode == 0, result.stderr
+    for stage in ("fetch", "prepare", "test", "package"):
+        result = run_module(stage, directory, env={"MNIST_MIRROR": str(shared_mnist)})
+        assert result.returncode == 0, result.stderr
     assert "package: verified SavedModel written to dist/mnist/1" in result.stdout
     return directory
 
@@ -68,15 +65,24 @@ def test_serving_signature_takes_raw_uint8_images(packaged: Path) -> None:
     np.testing.assert_allclose(served["probabilities"].numpy(), expected, atol=1e-5)
 
 
-def test_model_card(packaged: Path) -> None:
+def test_model_card(packaged: Path, shared_mnist: Path) -> None:
     card = json.loads((packaged / "dist/mnist/1/assets.extra/model_card.json").read_text())
     metrics = json.loads((packaged / "metrics/test.json").read_text())
     assert card["metrics"]["accuracy"] == metrics["accuracy"]
     assert card["metrics"]["per_class"] == metrics["per_class"]
     assert card["params"]["train"]["epochs"] == 2
-    assert card["data"]["raw_files_md5"] == {"train-images-idx3-ubyte": "abc"}
+    # the checksums of the MNIST files the package was made from, computed here from the files
+    assert card["data"]["raw_files_md5"] == {
+        archive.name.removesuffix(".gz"): hashlib.md5(
+            gzip.decompress(archive.read_bytes())
+        ).hexdigest()
+        for archive in sorted(shared_mnist.glob("*.gz"))
+    }
+    report = json.loads((packaged / "metrics/data_validation.json").read_text())
+    assert card["data"]["split"] == report["split"]
+    assert card["data"]["split"]["train"] + card["data"]["split"]["validation"] == 60000
     assert card["libraries"]["tensorflow"] == tf.__version__
-    assert card["verification"]["examples"] == 1000
+    assert card["verification"]["examples"] == 10000
     assert card["verification"]["max_probability_difference"] <= 1e-5
     markdown = (packaged / "dist/mnist/1/assets.extra/model_card.md").read_text()
     assert f"Accuracy **{metrics['accuracy']:.4f}**" in markdown
@@ -119,28 +125,73 @@ def test_load_digit_normalises_png_files(tmp_path: Path, packaged: Path) -> None
     assert np.abs(load_digit(tmp_path / "large.png").astype(int) - digit).mean() < 10
 
 
-def test_predict_command(tmp_path: Path, packaged: Path) -> None:
-    images = np.load(packaged / "data/prepared/test/images.npy")[:3]
+def _digit_files(directory: Path, count: int) -> tuple[list[Path], list[int]]:
+    """The first ``count`` real MNIST test digits as PNG files, and their true labels."""
+    images = read_shared_mnist("t10k-images-idx3-ubyte")[:count]
+    labels = read_shared_mnist("t10k-labels-idx1-ubyte")[:count]
     paths = []
     for index, image in enumerate(images):
-        paths.append(tmp_path / f"digit{index}.png")
+        paths.append(directory / f"digit{index}.png")
         Image.fromarray(image).save(paths[-1])
+    return paths, [int(label) for label in labels]
+
+
+def _predictions(stdout: str) -> list[tuple[str, int, float]]:
+    parsed = [re.fullmatch(r"(.+): (\d) \((\d+\.\d)%\)", line) for line in stdout.splitlines()]
+    assert all(parsed), stdout
+    return [(m.group(1), int(m.group(2)), float(m.group(3))) for m in parsed]
+
+
+def test_predict_command_names_the_real_digits(tmp_path: Path, packaged: Path) -> None:
+    paths, labels = _digit_files(tmp_path, 20)
     result = run_module("predict", packaged, *map(str, paths))
     assert result.returncode == 0, result.stderr
-    served = stages.package.predict_with_export(packaged / "dist/mnist/1", images)
-    expected = [
-        f"{path}: {digit} ({probabilities[digit]:.1%})"
-        for path, digit, probabilities in zip(
-            paths, served["digit"], served["probabilities"], strict=True
-        )
-    ]
-    assert result.stdout.splitlines() == expected
+    predictions = _predictions(result.stdout)
+    assert [path for path, _, _ in predictions] == [str(path) for path in paths]
+    correct = sum(digit == label for (_, digit, _), label in zip(predictions, labels, strict=True))
+    assert correct >= 18  # a small model trained briefly; chance would be 2
+    assert all(10.0 <= confidence <= 100.0 for _, _, confidence in predictions)
 
+
+def test_predict_reports_every_file_and_fails_if_any_did(tmp_path: Path, packaged: Path) -> None:
+    paths, labels = _digit_files(tmp_path, 2)
     (tmp_path / "notes.txt").write_text("not an image")
-    result = run_module("predict", packaged, str(tmp_path / "notes.txt"))
+    arguments = [paths[0], tmp_path / "notes.txt", tmp_path / "missing.png", paths[1]]
+    result = run_module("predict", packaged, *map(str, arguments))
     assert result.returncode == 1
-    assert error_line(result).startswith(
-        f"predict: error: {tmp_path / 'notes.txt'}: not a readable"
+    assert [(path, digit) for path, digit, _ in _predictions(result.stdout)] == [
+        (str(paths[0]), labels[0]),
+        (str(paths[1]), labels[1]),
+    ]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("predict: error: ")]
+    assert errors[0].startswith(f"predict: error: {tmp_path / 'notes.txt'}: not a readable image")
+    assert errors[1:] == [
+        f"predict: error: {tmp_path / 'missing.png'}: no such file",
+        "predict: error: 2 of 4 images could not be classified",
+    ]
+
+
+def test_predict_from_outside_the_repository(tmp_path: Path, packaged: Path) -> None:
+    """Run from another folder, it uses the package of the repository its code is in."""
+    repository = tmp_path / "repository"
+    shutil.copytree(REPO_ROOT / "stages", repository / "stages")
+    shutil.copytree(packaged / "dist", repository / "dist")
+    shutil.copy(packaged / "params.yaml", repository / "params.yaml")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    paths, labels = _digit_files(elsewhere, 1)
+    result = run_module("predict", elsewhere, str(paths[0]), env={"PYTHONPATH": str(repository)})
+    assert result.returncode == 0, result.stderr
+    assert [(path, digit) for path, digit, _ in _predictions(result.stdout)] == [
+        (str(paths[0]), labels[0])
+    ]
+
+    (repository / "dist/mnist/1/saved_model.pb").unlink()
+    result = run_module("predict", elsewhere, str(paths[0]), env={"PYTHONPATH": str(repository)})
+    assert result.returncode == 1
+    assert error_line(result) == (
+        f"predict: error: no SavedModel in {repository / 'dist/mnist/1'}; run `dvc repro`"
+        " (or `dvc pull`) there, or pass --model DIR"
     )
 
 
@@ -149,5 +200,6 @@ def test_predict_without_a_package(tmp_path: Path) -> None:
     result = run_module("predict", tmp_path, "x.png")
     assert result.returncode == 1
     assert error_line(result) == (
-        "predict: error: no SavedModel in dist/mnist/1; run `dvc repro` (or `dvc pull`) first"
+        "predict: error: no SavedModel in dist/mnist/1; run `dvc repro` (or `dvc pull`) there,"
+        " or pass --model DIR"
     )

@@ -6,6 +6,8 @@ stages each kind of change re-runs is tested in test_remote.py, in a clone fed b
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import yaml
 
@@ -21,6 +23,15 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory, http_mirror: str) -> DvcR
     write_params(repo, fast_params(train={"epochs": 1}))
     commit_all(repo, "fast params")
     return DvcRepo(repo, MNIST_MIRROR=http_mirror)
+
+
+@pytest.fixture
+def params_restored(pipeline: DvcRepo) -> Iterator[DvcRepo]:
+    """The pipeline, with params.yaml put back after the test whether it passed or not."""
+    params = pipeline.repo / "params.yaml"
+    original = params.read_bytes()
+    yield pipeline
+    params.write_bytes(original)
 
 
 def test_cold_repro_runs_every_stage(pipeline: DvcRepo) -> None:
@@ -42,7 +53,8 @@ def test_second_repro_runs_nothing(pipeline: DvcRepo) -> None:
     assert "Data and pipelines are up to date." in result.stdout
 
 
-def test_failing_gate_stops_before_package(pipeline: DvcRepo) -> None:
+def test_failing_gate_stops_before_package(params_restored: DvcRepo) -> None:
+    pipeline = params_restored
     before = (pipeline.repo / "dist/mnist/1/saved_model.pb").read_bytes()
     pipeline.set_params(test={"min_accuracy": 0.9999})
     ran, result = pipeline.repro()
@@ -52,7 +64,6 @@ def test_failing_gate_stops_before_package(pipeline: DvcRepo) -> None:
     assert "< test.min_accuracy 0.9999" in result.stderr
     assert (pipeline.repo / "metrics/test.json").exists()  # kept for inspection
     assert (pipeline.repo / "dist/mnist/1/saved_model.pb").read_bytes() == before
-    pipeline.set_params(test={"min_accuracy": 0.5})
 
 
 def test_forced_rerun_gives_identical_data_and_models(pipeline: DvcRepo) -> None:

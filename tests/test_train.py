@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -85,6 +86,21 @@ def _outputs(root: Path) -> dict[str, bytes]:
     return {str(path.relative_to(root)): path.read_bytes() for path in files}
 
 
+class _EpochsTrained(keras.callbacks.Callback):
+    """Records which epochs this run really trained (0-based), and whether a checkpoint existed
+    when training began."""
+
+    def __init__(self, state_dir: Path):
+        super().__init__()
+        self.state_dir, self.epochs, self.checkpoint_at_start = state_dir, [], None
+
+    def on_train_begin(self, logs=None) -> None:
+        self.checkpoint_at_start = self.state_dir.exists()
+
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        self.epochs.append(epoch)
+
+
 class _Crash(keras.callbacks.Callback):
     """Dies right after the checkpoint of ``epoch`` is written, like a killed process."""
 
@@ -110,8 +126,10 @@ def test_interrupted_training_resumes_to_the_same_bytes(tmp_path: Path) -> None:
     progress = json.loads((interrupted / ".train-state/progress.json").read_text())
     assert len(progress["history"]) == 2
     assert not (interrupted / "models/model.keras").exists()
-    resumed_history = _run(interrupted, params)
+    trained = _EpochsTrained(interrupted / ".train-state")
+    resumed_history = _run(interrupted, params, callbacks=(trained,))
 
+    assert trained.epochs == [2]  # epochs 0 and 1 came from the checkpoint, not trained again
     assert resumed_history == history
     assert _outputs(interrupted) == _outputs(reference)
     metrics = json.loads((interrupted / "metrics/train/metrics.json").read_text())
@@ -119,14 +137,42 @@ def test_interrupted_training_resumes_to_the_same_bytes(tmp_path: Path) -> None:
     assert metrics["eval"]["accuracy"] == pytest.approx(history[-1]["val_accuracy"])
 
 
-def test_checkpoint_of_another_run_is_not_resumed(tmp_path: Path) -> None:
+def test_checkpoint_of_another_run_is_discarded(tmp_path: Path, capsys) -> None:
     root, params = _workspace(tmp_path, epochs=2)
     with pytest.raises(KeyboardInterrupt):
         _run(root, params, callbacks=(_Crash(epoch=0),))
+    assert len(json.loads((root / ".train-state/progress.json").read_text())["history"]) == 1
+    capsys.readouterr()
+
     changed = TrainParams(**{**params.model_dump(), "batch_size": 64})
-    history = _run(root, changed)  # different params: starts over, all epochs
+    trained = _EpochsTrained(root / ".train-state")
+    history = _run(root, changed, callbacks=(trained,))
+    assert "train: discarding " in capsys.readouterr().out
+    assert trained.checkpoint_at_start is False  # removed before the first epoch began
+    assert trained.epochs == [0, 1]  # all epochs trained: nothing was taken from the other run
     assert len(history) == 2
     assert (root / "metrics/train/plots/metrics/train/loss.tsv").read_text().count("\n") == 3
+    assert not (root / ".train-state").exists()
+
+
+def test_training_never_reads_the_test_split(tmp_path: Path) -> None:
+    """Every file the training code opens, recorded by Python's audit hook while it runs."""
+    root, params = _workspace(tmp_path, epochs=1)
+    opened: list[Path] = []
+    recording = [True]
+
+    def record(event: str, args: tuple) -> None:
+        if recording[0] and event == "open" and isinstance(args[0], str | Path):
+            opened.append(Path(args[0]).resolve())
+
+    sys.addaudithook(record)  # hooks cannot be removed: this one stops recording below
+    try:
+        _run(root, params)
+    finally:
+        recording[0] = False
+    prepared = (root / "data/prepared").resolve()
+    read = {path.relative_to(prepared).parts[0] for path in opened if prepared in path.parents}
+    assert read == {"train", "validation"}
 
 
 def test_nan_loss_stops_with_a_clear_error(tmp_path: Path) -> None:
@@ -168,4 +214,7 @@ def test_stage_killed_mid_way_then_rerun_matches_uninterrupted(tmp_path: Path) -
     )
     assert rerun.returncode == 0, rerun.stderr
     assert f"train: resuming after epoch {epochs_done} of 4" in rerun.stdout
+    # Keras announces each epoch it trains: only those after the checkpoint ran again
+    epochs_trained = re.findall(r"^Epoch (\d+)/4$", rerun.stdout, flags=re.MULTILINE)
+    assert epochs_trained == [str(epoch) for epoch in range(epochs_done + 1, 5)]
     assert _outputs(killed) == _outputs(reference)
