@@ -55,13 +55,16 @@ def write_text(path: Path | str, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
-def to_json(value: Any) -> str:
-    """Stable JSON (sorted keys, fixed indent, final newline): equal content gives equal bytes."""
-    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+def to_json(value: Any, sort_keys: bool = True) -> str:
+    """Stable JSON (fixed indent, final newline): equal content gives equal bytes.
+
+    Keys are sorted unless the caller's order matters (e.g. the columns of `dvc exp show`).
+    """
+    return json.dumps(value, indent=2, sort_keys=sort_keys, ensure_ascii=False) + "\n"
 
 
-def write_json(path: Path | str, value: Any) -> None:
-    write_text(path, to_json(value))
+def write_json(path: Path | str, value: Any, sort_keys: bool = True) -> None:
+    write_text(path, to_json(value, sort_keys))
 
 
 def save_arrays(directory: Path, arrays: dict[str, np.ndarray]) -> None:

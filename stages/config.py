@@ -59,7 +59,7 @@ class TestParams(_Section):
     __test__ = False  # not a pytest test class
     min_accuracy: float = Field(ge=0, le=1)
     min_class_recall: float = Field(ge=0, le=1)
-    baseline_metrics: str
+    baseline_accuracy: float = Field(ge=0, le=1)
     max_accuracy_drop: float = Field(ge=0, le=1)
     worst_examples: int = Field(ge=1, le=400)
 

@@ -6,6 +6,9 @@ travel with a model but are not part of the graph). The ``serving_default`` sign
 uint8 images ``[N, 28, 28]`` and returns ``probabilities`` ``[N, 10]`` and ``digit`` ``[N]``.
 Before the export is moved into place it is loaded back, independently of Keras, and its
 predictions on the whole test set must equal the trained model's.
+
+Like TFX's pusher, it packages only a model that the ``test`` stage blessed: a "failed" verdict in
+``reports/test.json`` stops it with the failed gates, so ``dvc repro`` fails and nothing is written.
 """
 
 from __future__ import annotations
@@ -25,7 +28,14 @@ from stages.cli import StageError, run_stage
 from stages.config import Params, load_params
 from stages.datasets import load_split
 from stages.keras_io import load_model
-from stages.paths import DATA_REPORT, DIST_DIR, PREPARED_DIR, TEST_METRICS, TRAINED_MODEL
+from stages.paths import (
+    DATA_REPORT,
+    DIST_DIR,
+    PREPARED_DIR,
+    TEST_METRICS,
+    TEST_REPORT,
+    TRAINED_MODEL,
+)
 from stages.task import IMAGE_SHAPE
 
 SIGNATURE = "serving_default"
@@ -112,7 +122,19 @@ def read_json(path: Path) -> dict:
         raise StageError(f"{path} is missing; run `dvc repro` to produce it") from None
 
 
-def model_card(params: Params, test_metrics: dict, data_report: dict, verification: dict) -> dict:
+def require_blessing(test_report: dict) -> None:
+    """Refuse a model that failed the quality gate, naming every failed gate."""
+    gate = test_report["gate"]
+    if not gate["passed"]:
+        raise StageError(
+            "quality gate failed: " + "; ".join(gate["failures"]) + f"; the model is not"
+            f" packaged (details in {TEST_REPORT})"
+        )
+
+
+def model_card(
+    params: Params, test_metrics: dict, test_report: dict, data_report: dict, verification: dict
+) -> dict:
     """What a user of the package needs to know: what it does, how well, from what, built how."""
     return {
         "model_name": params.package.model_name,
@@ -129,8 +151,8 @@ def model_card(params: Params, test_metrics: dict, data_report: dict, verificati
         "metrics": {
             "accuracy": test_metrics["accuracy"],
             "loss": test_metrics["loss"],
-            "per_class": test_metrics["per_class"],
-            "evaluated_on": f"MNIST test set, {test_metrics['examples']} images",
+            "per_class": test_report["per_class"],
+            "evaluated_on": f"MNIST test set, {test_report['examples']} images",
         },
         "verification": verification,
         "data": {
@@ -197,10 +219,13 @@ def package(
     model_file: Path = TRAINED_MODEL,
     prepared_dir: Path = PREPARED_DIR,
     test_metrics_file: Path = TEST_METRICS,
+    test_report_file: Path = TEST_REPORT,
     data_report_file: Path = DATA_REPORT,
     dist_dir: Path = DIST_DIR,
 ) -> Path:
-    """Export, verify and document the model; return the version directory."""
+    """Export, verify and document a blessed model; return the version directory."""
+    test_report = read_json(test_report_file)
+    require_blessing(test_report)
     model = load_model(model_file)
     images, _ = load_split("test", prepared_dir)
     target = export_dir(params, dist_dir)
@@ -208,7 +233,11 @@ def package(
         export_savedmodel(model, staged)
         verification = verify_export(staged, model, images)
         card = model_card(
-            params, read_json(test_metrics_file), read_json(data_report_file), verification
+            params,
+            read_json(test_metrics_file),
+            test_report,
+            read_json(data_report_file),
+            verification,
         )
         (staged / CARD_DIR).mkdir(exist_ok=True)
         (staged / CARD_DIR / "model_card.json").write_text(to_json(card))

@@ -196,6 +196,7 @@ def train(
     model.optimizer.learning_rate = learning_rate_schedule(base_rate, params, steps_per_epoch)
 
     live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None)
+    live.step = 1  # the plots' x axis counts epochs from 1, as the training log does
     logger = DVCLiveCallback(live=live)
     for epoch, logs in enumerate(history):  # replay finished epochs into a fresh log
         logger.on_epoch_end(epoch, dict(logs))

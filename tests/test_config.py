@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from dvc.utils.hydra import apply_overrides
 
 from stages.cli import StageError
 from stages.config import load_params, parse_params
@@ -75,3 +78,19 @@ def test_stage_refuses_bad_params_and_writes_nothing(tmp_path) -> None:
         " train.epochs: must be ≥ 1, got 0"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_dvc_exp_set_param_changes_values_only(tmp_path: Path) -> None:
+    """`dvc exp run -S` rewrites the whole file in its own style; ours is that style already."""
+    original = (REPO_ROOT / "params.yaml").read_text()
+    copy = tmp_path / "params.yaml"
+    copy.write_text(original)
+    epochs = default_params()["train"]["epochs"]
+    apply_overrides(str(copy), [f"train.epochs={epochs}"])  # what `-S` runs, with no change
+    assert copy.read_text() == original
+
+    apply_overrides(str(copy), [f"train.epochs={epochs + 1}", "build.conv_filters=[8,16]"])
+    removed = [line for line in original.splitlines() if line not in copy.read_text().splitlines()]
+    added = [line for line in copy.read_text().splitlines() if line not in original.splitlines()]
+    assert [line.split(":")[0] for line in removed if ":" in line] == ["  epochs"]
+    assert added == ["  - 8", "  - 16", f"  epochs: {epochs + 1}"]

@@ -68,8 +68,9 @@ def test_serving_signature_takes_raw_uint8_images(packaged: Path) -> None:
 def test_model_card(packaged: Path, shared_mnist: Path) -> None:
     card = json.loads((packaged / "dist/mnist/1/assets.extra/model_card.json").read_text())
     metrics = json.loads((packaged / "metrics/test.json").read_text())
+    test_report = json.loads((packaged / "reports/test.json").read_text())
     assert card["metrics"]["accuracy"] == metrics["accuracy"]
-    assert card["metrics"]["per_class"] == metrics["per_class"]
+    assert card["metrics"]["per_class"] == test_report["per_class"]
     assert card["params"]["train"]["epochs"] == 2
     # the checksums of the MNIST files the package was made from, computed here from the files
     assert card["data"]["raw_files_md5"] == {
@@ -78,7 +79,7 @@ def test_model_card(packaged: Path, shared_mnist: Path) -> None:
         ).hexdigest()
         for archive in sorted(shared_mnist.glob("*.gz"))
     }
-    report = json.loads((packaged / "metrics/data_validation.json").read_text())
+    report = json.loads((packaged / "reports/data_validation.json").read_text())
     assert card["data"]["split"] == report["split"]
     assert card["data"]["split"]["train"] + card["data"]["split"]["validation"] == 60000
     assert card["libraries"]["tensorflow"] == tf.__version__
@@ -108,10 +109,27 @@ def test_a_disagreeing_export_is_refused_and_not_written(
             model_file=packaged / "models/model.keras",
             prepared_dir=packaged / "data/prepared",
             test_metrics_file=packaged / "metrics/test.json",
-            data_report_file=packaged / "metrics/data_validation.json",
+            test_report_file=packaged / "reports/test.json",
+            data_report_file=packaged / "reports/data_validation.json",
             dist_dir=tmp_path / "dist",
         )
     assert list((tmp_path / "dist/mnist").iterdir()) == []
+
+
+def test_a_model_that_failed_the_gate_is_not_packaged(tmp_path: Path, packaged: Path) -> None:
+    directory = tmp_path / "workspace"
+    shutil.copytree(packaged, directory)
+    shutil.rmtree(directory / "dist")
+    write_params(directory, fast_params(test={"min_accuracy": 0.9999}))
+    assert run_module("test", directory).returncode == 0  # the verdict is recorded...
+    result = run_module("package", directory)  # ...and the package stage refuses the model
+    assert result.returncode == 1
+    accuracy = json.loads((directory / "metrics/test.json").read_text())["accuracy"]
+    assert error_line(result) == (
+        f"package: error: quality gate failed: accuracy {accuracy:.4f} < test.min_accuracy"
+        " 0.9999; the model is not packaged (details in reports/test.json)"
+    )
+    assert not (directory / "dist").exists()
 
 
 def test_load_digit_normalises_png_files(tmp_path: Path, packaged: Path) -> None:

@@ -133,7 +133,9 @@ def test_interrupted_training_resumes_to_the_same_bytes(tmp_path: Path) -> None:
     assert resumed_history == history
     assert _outputs(interrupted) == _outputs(reference)
     metrics = json.loads((interrupted / "metrics/train/metrics.json").read_text())
-    assert metrics["step"] == 2
+    assert metrics["step"] == 3  # epochs are counted from 1, as in the training log
+    loss_curve = (interrupted / "metrics/train/plots/metrics/train/loss.tsv").read_text()
+    assert [line.split("\t")[1] for line in loss_curve.splitlines()] == ["step", "1", "2", "3"]
     assert metrics["eval"]["accuracy"] == pytest.approx(history[-1]["val_accuracy"])
 
 
