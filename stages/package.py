@@ -13,6 +13,7 @@ Like TFX's pusher, it packages only a model that the ``test`` stage blessed: a "
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import subprocess
@@ -22,6 +23,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.protobuf import fingerprint_pb2
 
 from stages.artifacts import atomic_path, to_json
 from stages.cli import StageError, run_stage
@@ -40,6 +42,7 @@ from stages.task import IMAGE_SHAPE
 
 SIGNATURE = "serving_default"
 CARD_DIR = "assets.extra"
+FINGERPRINT_FILE = "fingerprint.pb"
 PROBABILITY_TOLERANCE = 1e-5
 LIBRARIES = ("tensorflow", "keras", "numpy", "dvc", "dvclive")
 
@@ -49,19 +52,54 @@ def export_dir(params: Params, dist_dir: Path = DIST_DIR) -> Path:
 
 
 def export_savedmodel(model: keras.Model, directory: Path) -> None:
-    """Write ``model`` as a SavedModel whose ``serving_default`` takes raw uint8 images."""
+    """Write ``model`` as a SavedModel whose ``serving_default`` takes raw uint8 images.
+
+    The same model gives the same bytes, in any process. ``keras.export.ExportArchive`` does not:
+
+    - it saves the variables the endpoint reads, under ``_all_variables/<i>``, in the order of
+      ``ConcreteFunction.variables``, which TensorFlow keeps in a set keyed by ``id()``
+      (``FuncGraph._watched_variables``), so the order, the checkpoint keys and the graph's
+      variable nodes change from one process to the next;
+    - it also saves all of ``model.variables``, which include the Dropout layers' seed-generator
+      state: not stored in the ``.keras`` file, it is drawn at random on every load.
+
+    So we save only ``model.weights`` (no seeds, no metrics), in the model's own order, from a
+    plain ``tf.Module``; each weight is stored once (the archive stored it twice). Were ``serve``
+    to read any other variable, saving would fail (an untracked resource), not vary. Function
+    names in ``saved_model.pb`` carry TensorFlow's process-wide trace counter, so the bytes are
+    equal between processes that run the same code, as DVC runs this stage, not within one.
+    """
 
     def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
         probabilities = model(images, training=False)
         digit = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
         return {"probabilities": probabilities, "digit": digit}
 
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint(
-        SIGNATURE, serve, input_signature=[tf.TensorSpec([None, *IMAGE_SHAPE], tf.uint8, "images")]
-    )
-    archive.write_out(str(directory), verbose=False)
+    signature = tf.function(
+        serve,
+        input_signature=[tf.TensorSpec([None, *IMAGE_SHAPE], tf.uint8, "images")],
+        autograph=False,
+    ).get_concrete_function()
+    root = tf.Module()
+    root.model_weights = list(model.weights)
+    tf.saved_model.save(root, str(directory), signatures={SIGNATURE: signature})
+    make_fingerprint_uuid_content_derived(directory)
+
+
+def make_fingerprint_uuid_content_derived(directory: Path) -> None:
+    """Replace the random ``uuid`` of ``fingerprint.pb`` by one derived from its content hashes.
+
+    TensorFlow writes a fresh random UUID into every fingerprint and has no option to fix it;
+    the other fields hash ``saved_model.pb`` and the checkpoint. A UUID made from those hashes
+    still names this SavedModel, but the same model now gets the same one. Rewriting is safe:
+    loading reads the fingerprint only for its hashes (metrics), never the uuid.
+    """
+    path = directory / FINGERPRINT_FILE
+    fingerprint = fingerprint_pb2.FingerprintDef.FromString(path.read_bytes())
+    fingerprint.ClearField("uuid")
+    digest = hashlib.sha256(fingerprint.SerializeToString(deterministic=True)).digest()
+    fingerprint.uuid = str(int.from_bytes(digest[:16], "big"))  # TF's form: a 128-bit decimal
+    path.write_bytes(fingerprint.SerializeToString(deterministic=True))
 
 
 def predict_with_export(directory: Path, images: np.ndarray) -> dict[str, np.ndarray]:

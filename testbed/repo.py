@@ -86,9 +86,14 @@ class DvcRepo:
             params[section].update(values)
         write_params(self.repo, params)
 
+    def locked_stages(self) -> dict[str, dict]:
+        """Stage name -> its dvc.lock entry (cmd, deps, params, outs with their md5s)."""
+        return yaml.safe_load((self.repo / "dvc.lock").read_text())["stages"]
+
     def locked_hashes(self) -> dict[str, str]:
         """Output path -> md5, as recorded in dvc.lock."""
-        stages = yaml.safe_load((self.repo / "dvc.lock").read_text())["stages"]
         return {
-            out["path"]: out["md5"] for stage in stages.values() for out in stage.get("outs", [])
+            out["path"]: out["md5"]
+            for stage in self.locked_stages().values()
+            for out in stage.get("outs", [])
         }

@@ -90,6 +90,52 @@ def test_model_card(packaged: Path, shared_mnist: Path) -> None:
     assert "| 9 |" in markdown
 
 
+def files_under(directory: Path) -> dict[str, bytes]:
+    return {
+        str(path.relative_to(directory)): path.read_bytes()
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
+    }
+
+
+def differing(first: dict[str, bytes], second: dict[str, bytes]) -> list[str]:
+    return sorted(
+        name for name in first.keys() | second.keys() if first.get(name) != second.get(name)
+    )
+
+
+def test_the_same_model_exports_to_the_same_bytes_in_another_process(
+    tmp_path: Path, packaged: Path
+) -> None:
+    """DVC hashes the export: a re-run, in a new process, must reproduce every byte."""
+    again = tmp_path / "again"
+    shutil.copytree(packaged, again, ignore=shutil.ignore_patterns("dist"))
+    result = run_module("package", again)
+    assert result.returncode == 0, result.stderr
+    first = files_under(packaged / "dist/mnist/1")
+    second = files_under(again / "dist/mnist/1")
+    assert "fingerprint.pb" in first and "variables/variables.index" in first
+    assert differing(first, second) == []
+
+
+def test_two_exports_in_one_process_differ_only_in_trace_numbers(
+    tmp_path: Path, packaged: Path
+) -> None:
+    """Within one process, saved_model.pb differs only in its function names, which carry
+    TensorFlow's process-wide trace counter (``__inference_serve_<n>``); weights and the
+    fingerprint's regularized hashes (which ignore those names) must be equal."""
+    model = load_model(packaged / "models/model.keras")
+    stages.package.export_savedmodel(model, tmp_path / "first")
+    stages.package.export_savedmodel(model, tmp_path / "second")
+    first, second = files_under(tmp_path / "first"), files_under(tmp_path / "second")
+    assert differing(first, second) == ["fingerprint.pb", "saved_model.pb"]
+    singleprints = [
+        tf.saved_model.experimental.read_fingerprint(str(tmp_path / name)).singleprint()
+        for name in ("first", "second")
+    ]
+    assert singleprints[0] == singleprints[1]
+
+
 def test_a_disagreeing_export_is_refused_and_not_written(
     tmp_path: Path, packaged: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
