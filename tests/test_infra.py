@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -327,7 +330,7 @@ def permission_problems(rendered: dict) -> list[str]:
                 prefixes = listed(
                     statement.get("Condition", {}).get("StringLike", {}).get("s3:prefix", [])
                 )
-                if not prefixes or any(not re.match(r"(dvc|releases)(/|$)", p) for p in prefixes):
+                if not prefixes or any(not re.match(r"(dvc|releases)/", p) for p in prefixes):
                     problems.append(f"{role} role may list outside its prefixes: {prefixes}")
         for action in ("s3:DeleteObject", "s3:DeleteObjectVersion"):
             if allowed_resources(statements, action):
@@ -494,7 +497,7 @@ MUTATIONS = [
         "release role accepts the branch token",
         "  ReleaseRole:",
     ),
-    ("s3:prefix: [dvc, dvc/*]", "s3:prefix: ['*']", "push role may list outside its prefixes"),
+    ("s3:prefix: [dvc/*]", "s3:prefix: ['*']", "push role may list outside its prefixes"),
     (
         "Action: s3:GetObject\n                Resource: !Sub ${Bucket.Arn}/dvc/*",
         "Action: [s3:GetObject, s3:PutObject]\n                Resource: !Sub ${Bucket.Arn}/dvc/*",
@@ -525,7 +528,7 @@ MUTATIONS = [
     ),
     (
         "                Condition:\n                  StringLike:\n"
-        "                    s3:prefix: [dvc, dvc/*]\n              - Sid: ReadDvcObjects\n",
+        "                    s3:prefix: [dvc/*]\n              - Sid: ReadDvcObjects\n",
         "              - Sid: ReadDvcObjects\n",
         "read role may list outside its prefixes",
     ),
@@ -565,3 +568,142 @@ def test_setup_guide_matches_the_template_and_ci() -> None:
         assert variable in circleci and variable in section
     assert "AWS_ROLE_ARN_RELEASE" in section
     assert "dvc remote modify storage url s3://" in section
+
+
+# --- the roles' permissions are enough for DVC, and no more: a real S3 server enforces them ----
+# SeaweedFS (tests/s3bed.py) evaluates the rendered permission policies, s3:prefix conditions
+# included. Its trust policies speak its own dialect (oidc:<claim>), so trust is checked above.
+
+
+@pytest.fixture(scope="module")
+def template_bed(tmp_path_factory: pytest.TempPathFactory, oidc_issuer) -> Iterator:
+    """SeaweedFS whose push, read and release roles carry exactly the template's policies."""
+    from tests import s3bed
+
+    rendered = render(TEXT, BucketName=s3bed.BUCKET)
+    iam = s3bed.iam_config(oidc_issuer.url)
+    validate = {"Effect": "Allow", "Action": ["sts:ValidateSession"], "Resource": ["*"]}
+    iam["policies"] = []
+    for role, name in ROLES.items():
+        document = json.loads(json.dumps(rendered["Resources"][name]["Properties"]["Policies"][0]))
+        document["PolicyDocument"]["Statement"].append(validate)  # SeaweedFS needs this
+        iam["policies"].append({"name": f"template-{role}", "document": document["PolicyDocument"]})
+    push, read = iam["roles"]  # push trusts main only, read every branch
+    release = {**json.loads(json.dumps(push)), "roleName": "Release", "roleArn": BED_RELEASE_ROLE}
+    for role, entry in (("push", push), ("read", read), ("release", release)):
+        entry["attachedPolicies"] = [f"template-{role}"]
+    iam["roles"].append(release)
+    bed = s3bed.SeaweedFS(tmp_path_factory.mktemp("seaweedfs"), iam).start()
+    yield bed
+    bed.stop()
+
+
+BED_RELEASE_ROLE = "arn:aws:iam::role/Release"
+
+
+def s3_session(bed, issuer, role: str, ref: str = MAIN):
+    """An S3 client holding a session of ``role`` for a token from ``ref``."""
+    from tests.s3bed import _client
+
+    credentials = _client("sts", bed.endpoint).assume_role_with_web_identity(
+        RoleArn=role, RoleSessionName="pytest-infra", WebIdentityToken=issuer.mint(ref=ref)
+    )["Credentials"]
+    return _client(
+        "s3",
+        bed.endpoint,
+        aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"],
+        aws_session_token=credentials["SessionToken"],
+    )
+
+
+def tiny_dvc_project(path: Path, bed) -> Path:
+    """A git + DVC project with one tracked file and one stage (so a run-cache entry), using
+    this repository's CI helpers and the template's remote layout, s3://<bucket>/dvc."""
+    from tests.helpers import BIN, commit_all, git
+    from tests.s3bed import BUCKET
+
+    path.mkdir(parents=True)
+    git(path, "init", "-q", "-b", "main")
+    shutil.copytree(REPO_ROOT / ".circleci", path / ".circleci")
+    dvc = str(BIN / "dvc")
+    for command in (
+        ["init", "-q"],
+        ["config", "core.analytics", "false"],
+        ["remote", "add", "-d", "storage", f"s3://{BUCKET}/dvc"],
+        ["remote", "modify", "--local", "storage", "endpointurl", bed.endpoint],
+    ):
+        subprocess.run([dvc, *command], cwd=path, check=True, capture_output=True)
+    (path / "data.txt").write_text("digits\n")
+    subprocess.run([dvc, "add", "-q", "data.txt"], cwd=path, check=True, capture_output=True)
+    subprocess.run(
+        [dvc, "stage", "add", "-q", "-n", "copy", "-d", "data.txt", "-o", "out.txt",
+         "cp data.txt out.txt"],
+        cwd=path, check=True, capture_output=True,
+    )  # fmt: skip
+    subprocess.run([dvc, "repro", "-q"], cwd=path, check=True, capture_output=True)
+    commit_all(path, "a tiny pipeline")
+    return path
+
+
+def test_dvc_works_with_exactly_these_permissions(
+    tmp_path: Path, template_bed, oidc_issuer
+) -> None:
+    from tests.helpers import DvcRepo
+    from tests.s3bed import BUCKET, PUSH_ROLE, READ_ROLE, remote, with_credentials
+
+    main = DvcRepo(tiny_dvc_project(tmp_path / "main", template_bed))
+    branch_token = oidc_issuer.mint(ref="refs/heads/feature")
+    read_env = with_credentials(main, template_bed, branch_token, READ_ROLE)
+    refused = remote(main, "push", read_env)
+    assert refused.returncode == 1 and "may not write" in refused.stderr, refused.stderr
+
+    push_env = with_credentials(main, template_bed, oidc_issuer.mint(), PUSH_ROLE)
+    pushed = remote(main, "push", push_env)
+    assert pushed.returncode == 0, pushed.stderr
+    assert "1 run-cache entries pushed" in pushed.stdout
+    reader = s3_session(template_bed, oidc_issuer, READ_ROLE, ref="refs/heads/feature")
+    keys = [o["Key"] for o in reader.list_objects_v2(Bucket=BUCKET, Prefix="dvc/")["Contents"]]
+    assert any(key.startswith("dvc/files/md5/") for key in keys)
+    assert any(key.startswith("dvc/runs/") for key in keys)
+
+    clone_path = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(main.repo), str(clone_path)], check=True)
+    clone = DvcRepo(clone_path)
+    clone.dvc("remote", "modify", "--local", "storage", "endpointurl", template_bed.endpoint)
+    read_env = with_credentials(clone, template_bed, branch_token, READ_ROLE)
+    pulled = remote(clone, "pull", read_env)
+    assert pulled.returncode == 0, pulled.stderr
+    assert (clone_path / "out.txt").read_text() == "digits\n"
+    ran, result = clone.repro()
+    assert ran == [] and result.returncode == 0, result.stdout + result.stderr
+
+
+def test_each_role_is_held_to_its_prefixes(template_bed, oidc_issuer) -> None:
+    from botocore.exceptions import ClientError
+
+    from tests.s3bed import BUCKET, PUSH_ROLE, READ_ROLE
+
+    def refused(call, **kwargs) -> bool:
+        try:
+            call(Bucket=BUCKET, **kwargs)
+        except ClientError as error:
+            return error.response["Error"]["Code"] == "AccessDenied"
+        return False
+
+    push = s3_session(template_bed, oidc_issuer, PUSH_ROLE)
+    read = s3_session(template_bed, oidc_issuer, READ_ROLE, ref="refs/heads/feature")
+    release = s3_session(template_bed, oidc_issuer, BED_RELEASE_ROLE)
+    release.put_object(Bucket=BUCKET, Key="releases/mnist/1/saved_model.pb", Body=b"model")
+    assert release.get_object(Bucket=BUCKET, Key="releases/mnist/1/saved_model.pb")
+    assert refused(release.put_object, Key="dvc/files/md5/00/0", Body=b"x")
+    assert refused(release.delete_object, Key="releases/mnist/1/saved_model.pb")
+    assert refused(push.put_object, Key="releases/mnist/1/saved_model.pb", Body=b"x")
+    assert refused(push.put_object, Key="elsewhere", Body=b"x")
+    assert refused(push.list_objects_v2)  # no prefix: the whole bucket
+    assert refused(push.list_objects_v2, Prefix="releases/")
+    assert refused(read.put_object, Key="dvc/files/md5/00/0", Body=b"x")
+    assert refused(read.get_object, Key="releases/mnist/1/saved_model.pb")
+    assert refused(read.list_objects_v2, Prefix="")
+    with pytest.raises(ClientError, match="404"):  # a missing object is a 404, not a 403
+        read.head_object(Bucket=BUCKET, Key="dvc/files/md5/00/missing")
