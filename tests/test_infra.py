@@ -573,6 +573,9 @@ def test_setup_guide_matches_the_template_and_ci() -> None:
 # --- the roles' permissions are enough for DVC, and no more: a real S3 server enforces them ----
 # SeaweedFS (tests/s3bed.py) evaluates the rendered permission policies, s3:prefix conditions
 # included. Its trust policies speak its own dialect (oidc:<claim>), so trust is checked above.
+# The test-bed modules are imported inside these tests so that the checks above stay light.
+
+BED_RELEASE_ROLE = "arn:aws:iam::role/Release"
 
 
 @pytest.fixture(scope="module")
@@ -596,9 +599,6 @@ def template_bed(tmp_path_factory: pytest.TempPathFactory, oidc_issuer) -> Itera
     bed = s3bed.SeaweedFS(tmp_path_factory.mktemp("seaweedfs"), iam).start()
     yield bed
     bed.stop()
-
-
-BED_RELEASE_ROLE = "arn:aws:iam::role/Release"
 
 
 def s3_session(bed, issuer, role: str, ref: str = MAIN):
