@@ -53,17 +53,20 @@ def test_second_repro_runs_nothing(pipeline: DvcRepo) -> None:
     assert "Data and pipelines are up to date." in result.stdout
 
 
-def test_failing_gate_stops_before_package(params_restored: DvcRepo) -> None:
+def test_failing_gate_fails_repro_and_packages_nothing(params_restored: DvcRepo) -> None:
+    """`test` records the verdict (so experiments keep their metrics); `package` refuses."""
     pipeline = params_restored
-    before = (pipeline.repo / "dist/mnist/1/saved_model.pb").read_bytes()
     pipeline.set_params(test={"min_accuracy": 0.9999})
     ran, result = pipeline.repro()
     assert result.returncode != 0
-    assert ran == ["test"]
-    assert "test: error: quality gate failed: accuracy 0." in result.stderr
-    assert "< test.min_accuracy 0.9999" in result.stderr
-    assert (pipeline.repo / "metrics/test.json").exists()  # kept for inspection
-    assert (pipeline.repo / "dist/mnist/1/saved_model.pb").read_bytes() == before
+    assert ran == ["test", "package"]
+    metrics = yaml.safe_load((pipeline.repo / "metrics/test.json").read_text())
+    assert metrics["gate"] == "failed"
+    assert (
+        f"package: error: quality gate failed: accuracy {metrics['accuracy']:.4f}"
+        " < test.min_accuracy 0.9999; the model is not packaged" in result.stderr
+    )
+    assert not (pipeline.repo / "dist/mnist/1").exists()
 
 
 def test_forced_rerun_gives_identical_data_and_models(pipeline: DvcRepo) -> None:
