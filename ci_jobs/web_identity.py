@@ -2,10 +2,15 @@
 
     export AWS_ROLE_ARN=arn:aws:iam::123456789012:role/mnist-pipeline-push
     export AWS_WEB_IDENTITY_TOKEN_FILE=/tmp/aws-web-identity-token
-    python -m ci_jobs.web_identity
+    python -m ci_jobs.web_identity            # the job's start token
+    python -m ci_jobs.web_identity --fresh    # a token minted now (before a late push)
 
 Reads the job's token from ``CIRCLE_OIDC_TOKEN_V2`` and writes it to
-``$AWS_WEB_IDENTITY_TOKEN_FILE`` (mode 0600, atomically). botocore, and so ``dvc push``/``pull``,
+``$AWS_WEB_IDENTITY_TOKEN_FILE`` (mode 0600, atomically). That token is minted when the job starts
+and lives one hour, and the variable never changes; so a step that needs AWS after a long
+training asks for a new one with ``--fresh``: ``circleci run oidc get --claims '{"aud": <org id>}'``
+(the org id is the start token's own audience). botocore re-reads the file whenever it refreshes
+its session, so rewriting it is enough. botocore, and so ``dvc push``/``pull``,
 then exchanges it for a short-lived role session (AssumeRoleWithWebIdentity); no AWS key is
 stored anywhere. Refuses, with one line and exit status 1, when the token is missing, is not a
 JWT, or has expired; never prints the token.
@@ -13,7 +18,10 @@ JWT, or has expired; never prints the token.
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -75,14 +83,45 @@ def write_private(path: Path, content: str) -> None:
         raise
 
 
-def write_token_file(environ: dict[str, str], now: float) -> tuple[Path, dict]:
-    """Validate the job's token and write it where the AWS SDKs look; return path and claims."""
+def start_token(environ: dict[str, str]) -> str:
+    """The token CircleCI minted when the job started."""
     token = environ.get(TOKEN_ENV, "").strip()
     if not token:
         raise Refusal(
             f"{TOKEN_ENV} is not set; run this in a CircleCI job (OIDC tokens are issued to jobs"
             " of projects with OIDC enabled)"
         )
+    return token
+
+
+def fresh_token(environ: dict[str, str]) -> str:
+    """A token minted now by ``circleci run oidc get``, for the start token's audience (org id).
+
+    The start token may have expired: only its ``aud`` is read, never trusted for anything else.
+    """
+    try:
+        audience = jwt.decode(start_token(environ), options={"verify_signature": False})["aud"]
+    except (jwt.PyJWTError, KeyError):
+        raise Refusal(f"{TOKEN_ENV} is not a JWT with an 'aud' claim") from None
+    command = ["circleci", "run", "oidc", "get", "--claims", json.dumps({"aud": audience})]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        raise Refusal(
+            "the circleci command is not on PATH; --fresh works only inside a CircleCI job"
+        ) from None
+    if result.returncode:
+        reason = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise Refusal(f"circleci run oidc get failed ({reason}); is OIDC enabled for this project?")
+    return result.stdout.strip()
+
+
+def write_token_file(
+    environ: dict[str, str], now: float, token: str | None = None
+) -> tuple[Path, dict]:
+    """Validate the token (the job's start token by default) and write it where the AWS SDKs
+    look; return path and claims."""
+    token = token or start_token(environ)
     target = environ.get(TARGET_ENV, "").strip()
     if not target:
         raise Refusal(f"{TARGET_ENV} is not set; export the path the token should be written to")
@@ -93,16 +132,22 @@ def write_token_file(environ: dict[str, str], now: float) -> tuple[Path, dict]:
     return Path(target), claims
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ci_jobs.web_identity", description=__doc__)
+    parser.add_argument("--fresh", action="store_true", help="mint a new token with circleci")
+    fresh = parser.parse_args(argv).fresh
+    environ = dict(os.environ)
     try:
-        path, claims = write_token_file(dict(os.environ), time.time())
+        token = fresh_token(environ) if fresh else None
+        path, claims = write_token_file(environ, time.time(), token)
     except Refusal as refusal:
         print(f"web_identity: error: {refusal}", file=sys.stderr)
         return 1
     expires = datetime.fromtimestamp(claims["exp"], UTC).strftime("%H:%M:%S UTC")
-    print(f"web_identity: token for {claims['sub']} (valid until {expires}) written to {path}")
+    kind = "fresh token" if fresh else "token"
+    print(f"web_identity: {kind} for {claims['sub']} (valid until {expires}) written to {path}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,6 +37,7 @@ BUCKET = "mnist-dvc"
 PROVIDER = "circleci"
 PUSH_ROLE = "arn:aws:iam::role/MnistPipelinePush"
 READ_ROLE = "arn:aws:iam::role/MnistPipelineRead"
+RELEASE_ROLE = "arn:aws:iam::role/MnistPipelineRelease"
 MAIN_REF = "refs/heads/main"
 
 
@@ -61,6 +63,9 @@ class OidcIssuer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                if self.path.startswith(issuer.mint_path):
+                    self.send_token()
+                    return
                 documents = {
                     f"/org/{ORG_ID}/.well-known/openid-configuration": issuer.discovery(),
                     f"/org/{ORG_ID}/.well-known/jwks-pub.json": issuer.jwks(),
@@ -72,6 +77,16 @@ class OidcIssuer:
                 data = json.dumps(body).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def send_token(self) -> None:
+                """``circleci run oidc get`` of the rehearsal (testbed.circleci_cli) asks here."""
+                query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+                data = issuer.mint(ref=query["ref"][0], audience=query["aud"][0]).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/jwt")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -89,6 +104,13 @@ class OidcIssuer:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}/org/{ORG_ID}"
+
+    mint_path = f"/org/{ORG_ID}/rehearsal-mint"
+
+    def mint_url(self, ref: str) -> str:
+        """Where a job of ``ref`` gets fresh tokens (for any audience it asks) on loopback."""
+        base = self.url.removesuffix(f"/org/{ORG_ID}")
+        return f"{base}{self.mint_path}?" + urllib.parse.urlencode({"ref": ref})
 
     def discovery(self) -> dict:
         return {
@@ -132,9 +154,11 @@ class OidcIssuer:
 
 
 def iam_config(issuer_url: str) -> dict:
-    """Two roles: push, trusted only for main of one project; read-only, for all its branches."""
+    """Three roles: push, trusted only for main of one project; read-only, for all its branches;
+    release, main only, may read and add objects (write-once is enforced by If-None-Match)."""
     bucket_arns = [f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"]
     session = {"Effect": "Allow", "Action": ["sts:ValidateSession"], "Resource": ["*"]}
+    read_actions = ["s3:GetObject", "s3:ListBucket", "s3:HeadObject", "s3:GetBucketLocation"]
     project_sub = f"org/{ORG_ID}/project/{PROJECT_ID}/user/*"
 
     def policy(name: str, actions: list[str]) -> dict:
@@ -178,14 +202,13 @@ def iam_config(issuer_url: str) -> dict:
         ],
         "policies": [
             policy("MnistPush", ["s3:*"]),
-            policy(
-                "MnistRead",
-                ["s3:GetObject", "s3:ListBucket", "s3:HeadObject", "s3:GetBucketLocation"],
-            ),
+            policy("MnistRead", read_actions),
+            policy("MnistRelease", [*read_actions, "s3:PutObject"]),
         ],
         "roles": [
             role(PUSH_ROLE, "MnistPush", {"oidc:oidc.circleci.com/vcs-ref": MAIN_REF}),
             role(READ_ROLE, "MnistRead", {}),
+            role(RELEASE_ROLE, "MnistRelease", {"oidc:oidc.circleci.com/vcs-ref": MAIN_REF}),
         ],
     }
 
@@ -205,6 +228,10 @@ class SeaweedFS:
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.ports['s3']}"
+
+    @property
+    def bucket_folder(self) -> str:
+        return f"http://127.0.0.1:{self.ports['filer']}/buckets/{BUCKET}/"
 
     def command(self) -> list[str]:
         weed = shutil.which("weed", path=str(Path(sys.executable).parent)) or "weed"
@@ -240,6 +267,8 @@ class SeaweedFS:
                 )
             with contextlib.suppress(OSError):
                 urllib.request.urlopen(f"{self.endpoint}/healthz", timeout=1)
+                # -bucket creates the bucket a moment after S3 answers; the filer shows it
+                urllib.request.urlopen(self.bucket_folder, timeout=1)
                 return self
             time.sleep(0.2)
         raise RuntimeError("weed did not become ready")

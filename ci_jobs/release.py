@@ -1,0 +1,162 @@
+"""Publish the packaged model to the bucket's write-once release prefix.
+
+    python -m ci_jobs.release
+
+Uploads ``dist/<model_name>/<version>/`` (``package`` in params.yaml) to
+``s3://<bucket>/releases/<model_name>/<version>/``, where a TensorFlow Serving host can sync it.
+The bucket is the DVC remote's (``url`` in .dvc/config, with ``endpointurl``/``region`` and any
+``--local`` override): named in one place. Credentials come from the standard web-identity chain
+(``AWS_ROLE_ARN`` = the release role, ``AWS_WEB_IDENTITY_TOKEN_FILE``).
+
+A published version is never overwritten, and earlier versions are left alone for rollback:
+- a version whose ``saved_model.pb`` is in the bucket is refused before anything is uploaded;
+- every upload carries ``If-None-Match: *``, so S3 itself refuses (412) to replace a key that
+  appeared meanwhile (the bucket policy in infra/ denies uploads under ``releases/`` without it);
+- ``saved_model.pb`` goes last: until it is there, TensorFlow Serving does not see a model, and a
+  release that failed half-way is completed by running the job again (keys already there must
+  hold the same bytes, else it is refused).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from stages.cli import StageError
+from stages.config import load_params
+from stages.paths import DIST_DIR
+
+PREFIX = "releases"
+LAST = "saved_model.pb"  # what makes a version visible to TensorFlow Serving
+
+
+class Refusal(Exception):
+    """Why nothing (more) is published, and what to do."""
+
+
+@dataclass(frozen=True)
+class Bucket:
+    name: str
+    endpoint: str | None
+    region: str | None
+
+
+def dvc_bucket(repo_root: Path = Path()) -> Bucket:
+    """The bucket of the default DVC remote, as DVC itself resolves its config."""
+    from dvc.repo import Repo
+
+    with Repo(str(repo_root)) as repo:
+        config = repo.config
+        name = config["core"].get("remote")
+        remote = config["remote"].get(name, {}) if name else {}
+    url = urlparse(remote.get("url", ""))
+    if url.scheme != "s3" or not url.netloc:
+        raise Refusal("the default DVC remote is not s3://<bucket>/...; fix `url` in .dvc/config")
+    return Bucket(url.netloc, remote.get("endpointurl"), remote.get("region"))
+
+
+def local_files(directory: Path) -> dict[str, Path]:
+    """Relative path -> file, for everything in the packaged version."""
+    return {
+        path.relative_to(directory).as_posix(): path
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
+    }
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+
+
+def to_upload(local: dict[str, str], remote: dict[str, str], where: str) -> list[str]:
+    """What is left to upload (relative path -> md5 on both sides), ``saved_model.pb`` last."""
+    if LAST in remote:
+        raise Refusal(
+            f"{where} is already published; versions are never overwritten: raise"
+            " package.version in params.yaml to release a new one"
+        )
+    for name, etag in remote.items():
+        if local.get(name) != etag:
+            raise Refusal(
+                f"{where} holds an unfinished release whose {name} differs from dist/; publish"
+                " this model as a new package.version"
+            )
+    missing = [name for name in local if name not in remote]
+    return sorted(missing, key=lambda name: (name == LAST, name))
+
+
+def s3_client(bucket: Bucket):
+    import botocore.session
+
+    session = botocore.session.get_session()
+    return session.create_client("s3", endpoint_url=bucket.endpoint, region_name=bucket.region)
+
+
+def published(s3, bucket: str, prefix: str) -> dict[str, str]:
+    """Relative key -> ETag (the MD5 of a single-part upload) under ``prefix``."""
+    found = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            found[item["Key"].removeprefix(prefix)] = item["ETag"].strip('"')
+    return found
+
+
+def publish(s3, bucket: str, name: str, version: int, directory: Path) -> list[str]:
+    """Upload the version's missing files, write-once; return the keys written."""
+    prefix = f"{PREFIX}/{name}/{version}/"
+    where = f"s3://{bucket}/{prefix}"
+    files = local_files(directory)
+    if LAST not in files:
+        raise Refusal(f"{directory} holds no {LAST}; run `dvc repro` (package) first")
+    remaining = to_upload(
+        {n: md5(p) for n, p in files.items()}, published(s3, bucket, prefix), where
+    )
+    written = []
+    for relative in remaining:
+        key = prefix + relative
+        try:
+            s3.put_object(
+                Bucket=bucket, Key=key, Body=files[relative].read_bytes(), IfNoneMatch="*"
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] in ("PreconditionFailed", "412"):
+                raise Refusal(f"s3://{bucket}/{key} appeared meanwhile; {where} is taken") from None
+            raise
+        written.append(key)
+    return written
+
+
+def main() -> int:
+    try:
+        package = load_params().package
+        directory = DIST_DIR / package.model_name / str(package.version)
+        if not directory.is_dir():
+            raise Refusal(
+                f"{directory} does not exist; only a model that passed the gate is packaged"
+            )
+        bucket = dvc_bucket()
+        written = publish(
+            s3_client(bucket), bucket.name, package.model_name, package.version, directory
+        )
+    except (Refusal, StageError) as error:
+        print(f"release: error: {error}", file=sys.stderr)
+        return 1
+    except (BotoCoreError, ClientError) as error:
+        print(
+            f"release: error: the bucket refused or failed ({error}); nothing was overwritten,"
+            " run the job again once fixed",
+            file=sys.stderr,
+        )
+        return 1
+    where = f"s3://{bucket.name}/{PREFIX}/{package.model_name}/{package.version}/"
+    print(f"release: {len(written)} files published to {where}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,427 @@
+"""Rehearse a job of ``.circleci/config.yml`` on this machine, against the S3 + OIDC test bed.
+
+    python -m testbed.rehearsal repro [--branch main] [--param sweep=...] [--node-index 0]
+
+The job's steps are read from the config file and run in order, as CircleCI runs them: reusable
+``commands`` expanded with their parameters, ``<< pipeline.parameters.* >>`` filled in, each
+``run`` step in ``/bin/bash -eo pipefail -c`` from the checkout, with the job's ``environment``,
+``when`` honoured, the job stopped by the first failing step. So a config that drifts from what
+the tests rehearse fails them.
+
+The variables CircleCI sets: ``CI``, ``CIRCLECI``, ``CIRCLE_BRANCH``, ``CIRCLE_SHA1``,
+``CIRCLE_JOB``, ``CIRCLE_NODE_INDEX``/``CIRCLE_NODE_TOTAL`` (from ``parallelism``),
+``CIRCLE_WORKING_DIRECTORY``, ``CIRCLE_OIDC_TOKEN_V2`` (minted by the test issuer for the job's
+ref, lifetime chosen by the caller) and ``BASH_ENV``: an empty file that bash itself sources
+before every step, as on CircleCI, so what one step appends there (the venv, the role) holds in
+the next. Project variables: ``AWS_ROLE_ARN_PUSH``/``READ``/``RELEASE`` = the test bed's roles.
+A ``circleci`` command on ``PATH`` answers ``circleci run oidc get --claims '{"aud": ...}'``
+with a token freshly minted by the test issuer (``testbed.circleci_cli``).
+
+Stand-ins, for what only CircleCI (or its GPU machine) can do:
+
+- ``checkout``: ``git clone`` of the origin repository, then the job's branch at its commit
+  (full depth, ``origin/main`` present); then the DVC remote pointed at the test bed with
+  ``--local`` overrides (``url`` s3://<test bucket>/dvc, ``endpointurl``), as a user of an
+  on-prem store does, the committed ``.dvc/config`` untouched.
+- the step named ``Install the pinned dependencies``: replaced by a ``.venv`` symlink to the
+  virtual environment running this rehearsal (same pins, already installed); ``restore_cache``
+  and ``save_cache`` do nothing. The step that activates ``.venv`` through ``$BASH_ENV`` is real.
+- the GPU check is real; ``REHEARSAL_CPU_ONLY=1`` tells it no GPU is expected on this machine
+  (``gpu_required=True`` leaves it out, and the step fails as it would on a broken GPU machine).
+- ``store_artifacts`` / ``store_test_results``: copies into the run's ``artifacts`` folder; like
+  CircleCI's upload steps they run even after a failed step.
+- ``persist_to_workspace`` / ``attach_workspace``: copies to and from a workspace folder the
+  caller shares between the jobs of one workflow.
+- the environment of the test bed, not CircleCI's: ``AWS_ENDPOINT_URL_STS`` (the local STS),
+  empty AWS config files, ``MNIST_MIRROR`` (the tests' loopback mirror; CircleCI uses the public
+  ones), ``HOME`` and every ``/tmp/...`` value of the job's ``environment`` moved into the run's
+  own folder (runs must not share files).
+- ``no_output_timeout``, executors and resource classes are not emulated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jwt
+import yaml
+
+from testbed.repo import REPO_ROOT, git
+from testbed.s3 import (
+    BUCKET,
+    PUSH_ROLE,
+    READ_ROLE,
+    RELEASE_ROLE,
+    OidcIssuer,
+    SeaweedFS,
+    iam_config,
+)
+
+CONFIG = REPO_ROOT / ".circleci" / "config.yml"
+INSTALL_STEP = "Install the pinned dependencies"
+VENV = Path(sys.prefix)
+STAGE_RAN = re.compile(r"Running stage '([\w-]+)'")
+STAGE_RESTORED = re.compile(r"Stage '([\w-]+)' is cached - skipping run, checking out outputs")
+
+
+class RehearsalError(Exception):
+    """The config uses something the rehearsal cannot run."""
+
+
+@dataclass(frozen=True)
+class Bed:
+    """The test bed a job runs against."""
+
+    issuer: OidcIssuer
+    s3: SeaweedFS
+    mnist_mirror: str
+
+
+@dataclass
+class Step:
+    name: str
+    returncode: int
+    output: str
+
+
+@dataclass
+class Run:
+    """What a rehearsed job did."""
+
+    job: str
+    checkout: Path
+    artifacts: Path
+    env: dict[str, str]
+    start_token: str
+    steps: list[Step] = field(default_factory=list)
+
+    @property
+    def returncode(self) -> int:
+        return next((step.returncode for step in self.steps if step.returncode), 0)
+
+    @property
+    def output(self) -> str:
+        return "".join(
+            f"== {step.name} (exit {step.returncode})\n{step.output}" for step in self.steps
+        )
+
+    def step(self, name: str) -> Step:
+        return next(step for step in self.steps if step.name == name)
+
+    def stages_ran(self) -> list[str]:
+        """Stages whose command DVC executed."""
+        return STAGE_RAN.findall(self.output)
+
+    def stages_restored(self) -> list[str]:
+        """Stages DVC restored from the run-cache instead of running them."""
+        return STAGE_RESTORED.findall(self.output)
+
+
+def load_config(path: Path = CONFIG) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def yaml_text(value: Any) -> str:
+    """A parameter value as CircleCI writes it into a string (booleans in YAML's spelling)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def fill(node: Any, values: dict[str, Any], prefix: str) -> Any:
+    """Replace ``<< prefix.name >>`` everywhere in ``node`` by ``values[name]``; a string that
+    is only a placeholder takes the value itself (``parallelism: << ... >>`` is an integer)."""
+    if isinstance(node, dict):
+        return {key: fill(value, values, prefix) for key, value in node.items()}
+    if isinstance(node, list):
+        return [fill(item, values, prefix) for item in node]
+    if not isinstance(node, str):
+        return node
+    pattern = re.compile(r"<<\s*" + re.escape(prefix) + r"\.([\w-]+)\s*>>")
+    for name in pattern.findall(node):
+        if name not in values:
+            raise RehearsalError(f"no value for << {prefix}.{name} >>")
+    whole = pattern.fullmatch(node.strip())
+    if whole:
+        return values[whole.group(1)]
+    return pattern.sub(lambda match: yaml_text(values[match.group(1)]), node)
+
+
+def parameter_values(declared: dict, given: dict[str, Any], where: str) -> dict[str, Any]:
+    unknown = set(given) - set(declared)
+    if unknown:
+        raise RehearsalError(f"{where} has no parameters {sorted(unknown)}")
+    return {name: given.get(name, spec.get("default")) for name, spec in declared.items()}
+
+
+def expand(steps: list, commands: dict) -> list[tuple[str, dict]]:
+    """The job's steps as (kind, arguments), reusable commands inlined."""
+    expanded = []
+    for step in steps:
+        kind, arguments = (step, {}) if isinstance(step, str) else next(iter(step.items()))
+        if kind in commands:
+            command = commands[kind]
+            values = parameter_values(command.get("parameters", {}), arguments or {}, kind)
+            expanded += expand(fill(command["steps"], values, "parameters"), commands)
+        elif kind == "run" and isinstance(arguments, str):
+            expanded.append(("run", {"name": arguments, "command": arguments}))
+        else:
+            expanded.append((kind, arguments or {}))
+    return expanded
+
+
+def job_definition(config: dict, job: str, pipeline_parameters: dict[str, Any]) -> dict:
+    """The job with pipeline parameters filled in and its steps expanded."""
+    values = parameter_values(config.get("parameters", {}), pipeline_parameters, "the pipeline")
+    definition = fill(config["jobs"][job], values, "pipeline.parameters")
+    definition["steps"] = expand(definition["steps"], config.get("commands", {}))
+    leftover = re.search(r"<<[^>]*>>", str(definition))
+    if leftover:
+        raise RehearsalError(f"the rehearsal cannot fill {leftover.group()} in job {job}")
+    return definition
+
+
+def copy_into(source: Path, target: Path) -> None:
+    if source.is_dir():
+        shutil.copytree(source, target, dirs_exist_ok=True, symlinks=True)
+    elif source.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+
+
+def circleci_wrapper(directory: Path) -> Path:
+    """A ``circleci`` executable that runs ``testbed.circleci_cli``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    wrapper = directory / "circleci"
+    wrapper.write_text(
+        f"#!/bin/sh\nPYTHONPATH='{REPO_ROOT}'"
+        f" exec '{sys.executable}' -m testbed.circleci_cli \"$@\"\n"
+    )
+    wrapper.chmod(0o755)
+    return directory
+
+
+@dataclass
+class Rehearsal:
+    """One job of one workflow, run against ``bed`` from a commit of the ``origin`` repository."""
+
+    bed: Bed
+    origin: Path
+    workspace: Path  # shared by the jobs of one workflow
+    root: Path  # this run's own folder
+    config: dict = field(default_factory=load_config)
+
+    def environment(
+        self,
+        job: str,
+        definition: dict,
+        branch: str,
+        commit: str,
+        token: str,
+        node_index: int,
+        gpu_required: bool,
+    ) -> dict[str, str]:
+        checkout = self.root / "project"
+        home = self.root / "home"
+        home.mkdir(parents=True, exist_ok=True)
+        empty = self.root / "empty-aws-config"
+        empty.touch()
+        (self.root / "bash_env").touch()
+        system_path = os.pathsep.join(
+            p for p in os.environ["PATH"].split(os.pathsep) if Path(p) != VENV / "bin"
+        )
+        job_env = {
+            name: str(self.root / "tmp" / value.removeprefix("/tmp/"))
+            if str(value).startswith("/tmp/")
+            else str(value)
+            for name, value in (definition.get("environment") or {}).items()
+        }
+        env = {
+            "PATH": f"{circleci_wrapper(self.root / 'bin')}{os.pathsep}{system_path}",
+            "HOME": str(home),
+            "LANG": "C.UTF-8",
+            "CI": "true",
+            "CIRCLECI": "true",
+            "CIRCLE_JOB": job,
+            "CIRCLE_BRANCH": branch,
+            "CIRCLE_SHA1": commit,
+            "CIRCLE_NODE_INDEX": str(node_index),
+            "CIRCLE_NODE_TOTAL": str(definition.get("parallelism", 1)),
+            "CIRCLE_WORKING_DIRECTORY": str(checkout),
+            "CIRCLE_OIDC_TOKEN_V2": token,
+            "BASH_ENV": str(self.root / "bash_env"),
+            "AWS_ROLE_ARN_PUSH": PUSH_ROLE,
+            "AWS_ROLE_ARN_READ": READ_ROLE,
+            "AWS_ROLE_ARN_RELEASE": RELEASE_ROLE,
+            **job_env,
+            # the test bed's, not CircleCI's
+            "AWS_ENDPOINT_URL_STS": self.bed.s3.endpoint,
+            "AWS_CONFIG_FILE": str(empty),
+            "AWS_SHARED_CREDENTIALS_FILE": str(empty),
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "MNIST_MIRROR": self.bed.mnist_mirror,
+            "MNIST_PUBLIC_MIRRORS": "",
+            "REHEARSAL_OIDC_MINT_URL": self.bed.issuer.mint_url(f"refs/heads/{branch}"),
+        }
+        if not gpu_required:
+            env["REHEARSAL_CPU_ONLY"] = "1"
+        for value in job_env.values():
+            if value.startswith(str(self.root / "tmp")):
+                Path(value).parent.mkdir(parents=True, exist_ok=True)
+        return env
+
+    def checkout(self, directory: Path, branch: str, commit: str, env: dict[str, str]) -> str:
+        subprocess.run(["git", "clone", "-q", str(self.origin), str(directory)], check=True)
+        git(directory, "checkout", "-q", "-B", branch, commit)
+        dvc = str(VENV / "bin" / "dvc")
+        for option, value in (("url", f"s3://{BUCKET}/dvc"), ("endpointurl", self.bed.s3.endpoint)):
+            subprocess.run(
+                [dvc, "remote", "modify", "--local", "storage", option, value],
+                cwd=directory,
+                env=env,
+                check=True,
+                capture_output=True,
+            )
+        return f"cloned {self.origin} at {commit} as {branch}; DVC remote -> test bed\n"
+
+    def run(
+        self,
+        job: str,
+        branch: str,
+        commit: str,
+        *,
+        pipeline_parameters: dict[str, Any] | None = None,
+        node_index: int = 0,
+        token_lifetime_s: int = 3600,
+        expire_token_before: str | None = None,
+        gpu_required: bool = False,
+    ) -> Run:
+        """Run ``job`` as CircleCI would for a push of ``commit`` to ``branch``.
+
+        ``expire_token_before``: the name of a step before which the job's start token must have
+        expired (the rehearsal waits for it): a long training, compressed.
+        """
+        definition = job_definition(self.config, job, pipeline_parameters or {})
+        token = self.bed.issuer.mint(ref=f"refs/heads/{branch}", lifetime_s=token_lifetime_s)
+        expires = jwt.decode(token, options={"verify_signature": False})["exp"]
+        env = self.environment(job, definition, branch, commit, token, node_index, gpu_required)
+        project = Path(env["CIRCLE_WORKING_DIRECTORY"])
+        artifacts = self.root / "artifacts"
+        artifacts.mkdir(parents=True, exist_ok=True)
+        result = Run(job, project, artifacts, env, token)
+        failed = False
+        for kind, arguments in definition["steps"]:
+            when = arguments.get("when", "on_success") if kind == "run" else "on_success"
+            if kind in ("store_artifacts", "store_test_results"):
+                when = "always"
+            if (when == "on_success" and failed) or (when == "on_fail" and not failed):
+                continue
+            name = arguments.get("name", kind)
+            if name == expire_token_before:
+                time.sleep(max(0.0, expires + 1 - time.time()))
+            step = self.step(kind, arguments, project, artifacts, branch, commit, env)
+            result.steps.append(step)
+            failed = failed or step.returncode != 0
+        return result
+
+    def step(
+        self,
+        kind: str,
+        arguments: dict,
+        project: Path,
+        artifacts: Path,
+        branch: str,
+        commit: str,
+        env: dict[str, str],
+    ) -> Step:
+        name = arguments.get("name", kind)
+        if kind == "checkout":
+            return Step(kind, 0, self.checkout(project, branch, commit, env))
+        if kind in ("restore_cache", "save_cache"):
+            return Step(kind, 0, "stand-in: no cache (the rehearsal uses the installed venv)\n")
+        if kind == "store_artifacts":
+            target = artifacts / arguments.get("destination", arguments["path"])
+            copy_into(project / arguments["path"], target)
+            return Step(f"{kind} {arguments['path']}", 0, f"copied to {target}\n")
+        if kind == "store_test_results":
+            copy_into(project / arguments["path"], artifacts / "test-results")
+            return Step(kind, 0, "copied to test-results\n")
+        if kind == "persist_to_workspace":
+            root = project / arguments["root"]
+            for path in arguments["paths"]:
+                copy_into(root / path, self.workspace / path)
+            return Step(kind, 0, f"copied {arguments['paths']} to the workspace\n")
+        if kind == "attach_workspace":
+            copy_into(self.workspace, project / arguments["at"])
+            return Step(kind, 0, "workspace copied in\n")
+        if kind != "run":
+            raise RehearsalError(f"the rehearsal does not know the step {kind!r}")
+        command = arguments["command"]
+        if name == INSTALL_STEP:
+            command = f"ln -s '{VENV}' .venv"
+        step_env = {**env, **{k: str(v) for k, v in (arguments.get("environment") or {}).items()}}
+        shell = arguments.get("shell", "/bin/bash -eo pipefail").split()
+        completed = subprocess.run(
+            [*shell, "-c", command],
+            cwd=project / arguments.get("working_directory", "."),
+            env=step_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=1800,
+        )
+        return Step(name, completed.returncode, completed.stdout)
+
+
+def main(argv: list[str]) -> int:
+    """Rehearse one job on a copy of this working tree, with its own test bed."""
+    from testbed.repo import copy_of_repository
+
+    parser = argparse.ArgumentParser(
+        prog="python -m testbed.rehearsal",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("job")
+    parser.add_argument("--branch", default="main")
+    parser.add_argument("--param", action="append", default=[], help="pipeline parameter k=v")
+    parser.add_argument("--node-index", type=int, default=0)
+    parser.add_argument("--gpu-required", action="store_true")
+    parser.add_argument("--mnist-mirror", default=str(REPO_ROOT.parent / "shared/datasets/mnist"))
+    options = parser.parse_args(argv)
+    root = Path(tempfile.mkdtemp(prefix="rehearsal-"))
+    origin = copy_of_repository(root / "origin")
+    git(origin, "branch", "-M", "main")
+    issuer = OidcIssuer().start()
+    s3 = SeaweedFS(root / "seaweedfs", iam_config(issuer.url)).start()
+    try:
+        rehearsal = Rehearsal(
+            Bed(issuer, s3, options.mnist_mirror), origin, root / "workspace", root / "run"
+        )
+        parameters = dict(p.split("=", 1) for p in options.param)
+        run = rehearsal.run(
+            options.job,
+            options.branch,
+            git(origin, "rev-parse", "HEAD").strip(),
+            pipeline_parameters=parameters,
+            node_index=options.node_index,
+            gpu_required=options.gpu_required,
+        )
+        print(run.output)
+        print(f"rehearsal: {options.job} exited {run.returncode}; artifacts in {run.artifacts}")
+        return run.returncode
+    finally:
+        s3.stop()
+        issuer.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

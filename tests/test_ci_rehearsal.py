@@ -1,0 +1,256 @@
+"""The CircleCI jobs, rehearsed as written in .circleci/config.yml (testbed.rehearsal).
+
+One S3 + OIDC test bed and one origin repository (fast params) serve every scenario of issue 6;
+each asserts which stages ran or were restored, and what reached the bucket. Scenarios 4 and 5
+share a run: nothing changed on main, and the job's start token has expired before the push.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from testbed.rehearsal import Bed, Rehearsal, Run
+from testbed.repo import ALL_STAGES, DvcRepo, commit_all, copy_of_repository, git, write_params
+from testbed.s3 import READ_ROLE, OidcIssuer, SeaweedFS, bucket_listing, iam_config
+from tests.helpers import fast_params
+
+pytestmark = pytest.mark.slow
+REPRO = "Reproduce (pull what the remote has, run only what it never ran)"
+PUSH = "Push outputs and run-cache (main only, fresh token)"
+GPU_CHECK = "Check that TensorFlow sees the GPU"
+PUBLISH = "Publish dist/<model_name>/<version>/ to releases/ (never overwrites)"
+
+
+@pytest.fixture(scope="module")
+def bed(tmp_path_factory: pytest.TempPathFactory, oidc_issuer: OidcIssuer, http_mirror: str):
+    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"), iam_config(oidc_issuer.url)).start()
+    yield Bed(oidc_issuer, server, http_mirror)
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def origin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project's repository, as CircleCI clones it: main holds fast params."""
+    path = copy_of_repository(tmp_path_factory.mktemp("origin") / "repo")
+    git(path, "branch", "-M", "main")
+    write_params(path, fast_params(train={"epochs": 1}))
+    commit_all(path, "fast params")
+    return path
+
+
+class Workflows:
+    """Rehearsals in fresh folders; jobs of one workflow share its workspace."""
+
+    def __init__(self, bed: Bed, origin: Path, root: Path) -> None:
+        self.bed, self.origin, self.root, self.count = bed, origin, root, 0
+
+    def workspace(self) -> Path:
+        self.count += 1
+        return self.root / f"workspace-{self.count}"
+
+    def run(self, job: str, branch: str, commit: str, workspace: Path, **options) -> Run:
+        self.count += 1
+        rehearsal = Rehearsal(self.bed, self.origin, workspace, self.root / f"run-{self.count}")
+        return rehearsal.run(job, branch, commit, **options)
+
+    def listing(self) -> dict[str, str]:
+        token = self.bed.issuer.mint(ref="refs/heads/inspector")
+        return bucket_listing(self.bed.s3.endpoint, token)
+
+    def commit_on_main(self, message: str, **sections: dict) -> str:
+        repo = DvcRepo(self.origin)
+        git(self.origin, "checkout", "-q", "main")
+        repo.set_params(**sections)
+        commit_all(self.origin, message)
+        return head(self.origin)
+
+
+def head(repo: Path) -> str:
+    return git(repo, "rev-parse", "HEAD").strip()
+
+
+@pytest.fixture(scope="module")
+def workflows(bed: Bed, origin: Path, tmp_path_factory: pytest.TempPathFactory) -> Workflows:
+    return Workflows(bed, origin, tmp_path_factory.mktemp("rehearsals"))
+
+
+@pytest.fixture(scope="module")
+def first_run(workflows: Workflows, origin: Path) -> tuple[Run, Path, dict[str, str]]:
+    """Scenario 1's run: main, empty bucket. Its workspace holds the packaged model."""
+    assert workflows.listing() == {}
+    workspace = workflows.workspace()
+    run = workflows.run("repro", "main", head(origin), workspace)
+    return run, workspace, workflows.listing()
+
+
+def stage_runs(listing: dict[str, str]) -> set[str]:
+    return {key for key in listing if key.startswith("dvc/runs/")}
+
+
+def test_1_main_empty_bucket_runs_everything_and_pushes(first_run) -> None:
+    run, workspace, listing = first_run
+    assert run.returncode == 0, run.output[-3000:]
+    assert run.stages_ran() == ALL_STAGES
+    push = run.step(PUSH).output
+    assert f"{len(ALL_STAGES)} run-cache entries pushed" in push
+    assert any(key.startswith("dvc/files/md5/") for key in listing)
+    assert len({key.split("/")[2] for key in stage_runs(listing)}) == len(ALL_STAGES)
+    assert not any(key.startswith("releases/") for key in listing)
+    test_metrics = json.loads((run.artifacts / "metrics/test.json").read_text())
+    assert test_metrics["gate"] == "passed"
+    assert (run.artifacts / "model-card/model_card.md").is_file()
+    assert "metrics/test.json" in (run.artifacts / "metrics-diff.md").read_text()
+    assert (workspace / "dist/mnist/1/saved_model.pb").is_file()
+    assert run.start_token not in run.output
+
+
+def test_2_branch_reruns_nothing_pushes_nothing_and_could_not_push(
+    first_run, workflows: Workflows, origin: Path
+) -> None:
+    _, _, before = first_run
+    run = workflows.run("repro", "feature/no-change", head(origin), workflows.workspace())
+    assert run.returncode == 0, run.output[-3000:]
+    assert run.stages_ran() == []
+    assert "not main: nothing is pushed" in run.step(PUSH).output
+    assert json.loads((run.artifacts / "metrics/test.json").read_text())["gate"] == "passed"
+    assert workflows.listing() == before
+
+    (run.checkout / "notes.txt").write_text("a branch's new data\n")
+    attempt = subprocess.run(
+        [
+            "/bin/bash",
+            "-eo",
+            "pipefail",
+            "-c",
+            "dvc add -q notes.txt && python -m ci_jobs.remote push",
+        ],
+        cwd=run.checkout,
+        env=run.env,
+        capture_output=True,
+        text=True,
+    )
+    assert attempt.returncode == 1
+    assert f"role {READ_ROLE} may not write to the remote" in attempt.stderr
+    assert workflows.listing() == before
+
+
+def test_4_5_main_unchanged_with_an_expired_start_token(
+    first_run, workflows: Workflows, origin: Path
+) -> None:
+    """No stage runs, nothing is uploaded; the push needs, and gets, a token minted just now."""
+    _, _, before = first_run
+    run = workflows.run(
+        "repro",
+        "main",
+        head(origin),
+        workflows.workspace(),
+        token_lifetime_s=100,
+        expire_token_before=PUSH,
+    )
+    assert run.returncode == 0, run.output[-3000:]
+    assert run.stages_ran() == []
+    push = run.step(PUSH).output
+    assert "web_identity: fresh token for " in push
+    assert "Everything is up to date." in push and "0 run-cache entries pushed" in push
+    assert workflows.listing() == before
+
+
+def test_7_release_publishes_once_then_refuses(
+    first_run, workflows: Workflows, origin: Path
+) -> None:
+    _, workspace, _ = first_run
+    first = workflows.run("release", "main", head(origin), workspace)
+    assert first.returncode == 0, first.output[-3000:]
+    published = {k: v for k, v in workflows.listing().items() if k.startswith("releases/")}
+    packaged = sorted(
+        str(p.relative_to(workspace / "dist"))
+        for p in (workspace / "dist").rglob("*")
+        if p.is_file()
+    )
+    assert sorted(key.removeprefix("releases/") for key in published) == packaged
+    before = workflows.listing()
+
+    second = workflows.run("release", "main", head(origin), workspace)
+    assert second.returncode == 1
+    assert second.step(PUBLISH).output.strip().splitlines()[-1] == (
+        "release: error: s3://mnist-dvc/releases/mnist/1/ is already published; versions are never"
+        " overwritten: raise package.version in params.yaml to release a new one"
+    )
+    assert workflows.listing() == before
+
+
+def test_3_promoting_a_swept_param_set_trains_nothing(
+    first_run, workflows: Workflows, origin: Path
+) -> None:
+    """A sweep node on main runs train.epochs=2 and pushes; a main commit setting that value
+    (dvc.lock untouched) is then restored from the run-cache: only package runs."""
+    workspace = workflows.workspace()
+    sweep = {"sweep": "train.epochs=2", "sweep-nodes": 1}
+    node = workflows.run("sweep", "main", head(origin), workspace, pipeline_parameters=sweep)
+    assert node.returncode == 0, node.output[-3000:]
+    assert node.stages_ran() == ["train", "test"]
+    assert "2 run-cache entries pushed" in node.step(PUSH).output
+    table = workflows.run("sweep-table", "main", head(origin), workspace, pipeline_parameters=sweep)
+    assert table.returncode == 0, table.output[-3000:]
+    recorded = json.loads((workspace / "sweep-results/node-0.json").read_text())
+    row = (table.artifacts / "sweep.md").read_text().splitlines()[4]
+    assert row.startswith("| 0 | `train.epochs=2` | ")
+    assert f"{recorded['test']['accuracy']:.4f}" in row
+    before = workflows.listing()
+
+    promoted = workflows.commit_on_main("promote the sweep's train.epochs=2", train={"epochs": 2})
+    assert git(origin, "diff", "--name-only", "HEAD~1").split() == ["params.yaml"]
+    run = workflows.run("repro", "main", promoted, workflows.workspace())
+    assert run.returncode == 0, run.output[-3000:]
+    assert run.stages_restored() == ["train", "test"]
+    assert run.stages_ran() == ["package"]
+    after = workflows.listing()
+    assert set(before) < set(after)
+    assert len(stage_runs(after) - stage_runs(before)) == 1  # package's run-cache entry
+
+
+def test_6_failed_gate_fails_the_job_pushes_nothing_releases_nothing(
+    first_run, workflows: Workflows
+) -> None:
+    before = workflows.listing()
+    commit = workflows.commit_on_main("a gate no model passes", test={"min_accuracy": 0.9999})
+    workspace = workflows.workspace()
+    run = workflows.run("repro", "main", commit, workspace)
+    assert run.returncode == 1
+    assert run.steps[-1].name.startswith("store_artifacts")  # uploads still ran
+    failed = next(step for step in run.steps if step.returncode)
+    assert failed.name == REPRO
+    assert "package: error: quality gate failed: accuracy" in failed.output
+    assert "test" in run.stages_ran() and "package" in run.stages_ran()
+    assert not any(step.name == PUSH for step in run.steps)
+    assert json.loads((run.artifacts / "metrics/test.json").read_text())["gate"] == "failed"
+    assert not (workspace / "dist").exists()
+
+    release = workflows.run("release", "main", commit, workspace)
+    assert release.returncode == 1
+    assert (
+        release.step(PUBLISH)
+        .output.strip()
+        .splitlines()[-1]
+        .startswith(
+            "release: error: dist/mnist/1 does not exist; only a model that passed the quality gate"
+        )
+    )
+    assert workflows.listing() == before
+
+
+def test_8_gpu_check_fails_with_its_reason_where_a_gpu_is_required(
+    workflows: Workflows, origin: Path
+) -> None:
+    run = workflows.run("repro", "main", head(origin), workflows.workspace(), gpu_required=True)
+    assert run.returncode == 1
+    failed = next(step for step in run.steps if step.returncode)
+    assert failed.name == GPU_CHECK
+    assert "nvidia-smi: not available" in failed.output
+    assert "gpu_check: error: TensorFlow sees no GPU" in failed.output
+    assert run.stages_ran() == []
+    assert not any(step.name == REPRO for step in run.steps)
