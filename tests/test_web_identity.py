@@ -13,17 +13,17 @@ import pytest
 
 from ci_jobs import web_identity
 from testbed.repo import REPO_ROOT
-from testbed.s3 import PUSH_ROLE, OidcIssuer
+from testbed.s3 import ORG_ID, PUSH_ROLE, OidcIssuer
 
 
-def _run(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+def _run(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     base = {
         "PATH": os.environ["PATH"],
         "AWS_ROLE_ARN": PUSH_ROLE,
         "AWS_WEB_IDENTITY_TOKEN_FILE": str(tmp_path / "aws" / "token"),
     }
     return subprocess.run(
-        [sys.executable, "-m", "ci_jobs.web_identity"],
+        [sys.executable, "-m", "ci_jobs.web_identity", *args],
         cwd=REPO_ROOT,
         env={**base, **env},
         capture_output=True,
@@ -97,3 +97,37 @@ def test_needs_target_and_role(tmp_path: Path, oidc_issuer: OidcIssuer) -> None:
     with pytest.raises(web_identity.Refusal, match="AWS_ROLE_ARN is not set"):
         web_identity.write_token_file(env, time.time())
     assert not (tmp_path / "t").exists()
+
+
+def fake_circleci(directory: Path, token: str) -> str:
+    """A PATH on which ``circleci`` records its arguments and prints ``token``."""
+    directory.mkdir()
+    (directory / "token").write_text(token)
+    script = directory / "circleci"
+    script.write_text(f'#!/bin/sh\necho "$@" > {directory}/args\ncat {directory}/token\n')
+    script.chmod(0o755)
+    return f"{directory}{os.pathsep}{os.environ['PATH']}"
+
+
+def test_fresh_token_minted_for_the_start_tokens_audience(
+    tmp_path: Path, oidc_issuer: OidcIssuer
+) -> None:
+    start = oidc_issuer.mint(lifetime_s=-600)  # long expired: only its audience is read
+    fresh = oidc_issuer.mint(lifetime_s=3600)
+    path = fake_circleci(tmp_path / "bin", fresh)
+    result = _run(tmp_path, "--fresh", CIRCLE_OIDC_TOKEN_V2=start, PATH=path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "bin/args").read_text() == f'run oidc get --claims {{"aud": "{ORG_ID}"}}\n'
+    assert (tmp_path / "aws/token").read_text() == fresh
+    assert result.stdout.startswith("web_identity: fresh token for org/")
+    assert fresh not in result.stdout + result.stderr
+
+
+def test_fresh_needs_the_circleci_command(tmp_path: Path, oidc_issuer: OidcIssuer) -> None:
+    result = _run(tmp_path, "--fresh", CIRCLE_OIDC_TOKEN_V2=oidc_issuer.mint(), PATH="/nonexistent")
+    assert result.returncode == 1
+    assert result.stderr == (
+        "web_identity: error: the circleci command is not on PATH; --fresh works only inside a"
+        " CircleCI job\n"
+    )
+    assert not (tmp_path / "aws").exists()
