@@ -2,18 +2,22 @@
 
     export AWS_ROLE_ARN=arn:aws:iam::123456789012:role/mnist-pipeline-push
     export AWS_WEB_IDENTITY_TOKEN_FILE=/tmp/aws-web-identity-token
-    python -m ci_jobs.web_identity            # the job's start token
-    python -m ci_jobs.web_identity --fresh    # a token minted now (before a late push)
+    python -m ci_jobs.web_identity                      # the job's start token
+    python -m ci_jobs.web_identity --fresh              # a token minted now (before a late push)
+    python -m ci_jobs.web_identity --fresh --every 1200 &   # one every 20 minutes from now
 
 Reads the job's token from ``CIRCLE_OIDC_TOKEN_V2`` and writes it to
-``$AWS_WEB_IDENTITY_TOKEN_FILE`` (mode 0600, atomically). That token is minted when the job starts
-and lives one hour, and the variable never changes; so a step that needs AWS after a long
-training asks for a new one with ``--fresh``: ``circleci run oidc get --claims '{"aud": <org id>}'``
-(the org id is the start token's own audience). botocore re-reads the file whenever it refreshes
-its session, so rewriting it is enough. botocore, and so ``dvc push``/``pull``,
-then exchanges it for a short-lived role session (AssumeRoleWithWebIdentity); no AWS key is
-stored anywhere. Refuses, with one line and exit status 1, when the token is missing, is not a
-JWT, or has expired; never prints the token.
+``$AWS_WEB_IDENTITY_TOKEN_FILE`` (mode 0600, atomically). botocore, and so ``dvc push``/``pull``,
+exchanges it for a short-lived role session (AssumeRoleWithWebIdentity); no AWS key is stored
+anywhere. Refuses, with one line and exit status 1, when the token is missing, is not a JWT, or
+has expired; never prints the token.
+
+The job's token is minted when the job starts and lives one hour, and the variable never
+changes. So a step that needs AWS after a long training asks for a new one with ``--fresh``:
+``circleci run oidc get --claims '{"aud": <org id>}'`` (the org id is the start token's own
+audience). botocore re-reads the file whenever it renews its session, so rewriting it is enough;
+``--every`` keeps rewriting it in the background while ``dvc repro --pull`` trains for hours and
+then talks to the remote again.
 """
 
 from __future__ import annotations
@@ -132,11 +136,8 @@ def write_token_file(
     return Path(target), claims
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ci_jobs.web_identity", description=__doc__)
-    parser.add_argument("--fresh", action="store_true", help="mint a new token with circleci")
-    fresh = parser.parse_args(argv).fresh
-    environ = dict(os.environ)
+def hand_over(environ: dict[str, str], fresh: bool) -> int:
+    """Write the start token (or a fresh one); one line saying what was done, or why not."""
     try:
         token = fresh_token(environ) if fresh else None
         path, claims = write_token_file(environ, time.time(), token)
@@ -147,6 +148,34 @@ def main(argv: list[str]) -> int:
     kind = "fresh token" if fresh else "token"
     print(f"web_identity: {kind} for {claims['sub']} (valid until {expires}) written to {path}")
     return 0
+
+
+def keep_fresh(environ: dict[str, str], every_s: float, rounds: int | None = None) -> None:
+    """Every ``every_s`` seconds (``rounds`` times, or until killed), a fresh token; the file
+    already holds a valid one when this starts. A failed round is reported and retried at the
+    next, while the current token may still be good."""
+    done = 0
+    while rounds is None or done < rounds:
+        time.sleep(every_s)
+        hand_over(environ, fresh=True)
+        sys.stdout.flush()
+        done += 1
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ci_jobs.web_identity",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--fresh", action="store_true", help="mint a new token with circleci")
+    parser.add_argument("--every", type=float, metavar="SECONDS", help="with --fresh: repeat")
+    options = parser.parse_args(argv)
+    if options.every is not None:
+        if not options.fresh or options.every <= 0:
+            parser.error("--every needs --fresh and a positive number of seconds")
+        keep_fresh(dict(os.environ), options.every)  # until the step ends and kills it
+    return hand_over(dict(os.environ), options.fresh)
 
 
 if __name__ == "__main__":

@@ -2,11 +2,11 @@
 
     python -m testbed.rehearsal repro [--branch main] [--param sweep=...] [--node-index 0]
 
-The job's steps are read from the config file and run in order, as CircleCI runs them: reusable
-``commands`` expanded with their parameters, ``<< pipeline.parameters.* >>`` filled in, each
-``run`` step in ``/bin/bash -eo pipefail -c`` from the checkout, with the job's ``environment``,
-``when`` honoured, the job stopped by the first failing step. So a config that drifts from what
-the tests rehearse fails them.
+The job's steps are read from the config file of the commit being built and run in order, as
+CircleCI runs them: reusable ``commands`` expanded with their parameters,
+``<< pipeline.parameters.* >>`` filled in, each ``run`` step in ``/bin/bash -eo pipefail -c``
+from the checkout, with the job's ``environment``, ``when`` honoured, the job stopped by the
+first failing step. So a config that drifts from what the tests rehearse fails them.
 
 The variables CircleCI sets: ``CI``, ``CIRCLECI``, ``CIRCLE_BRANCH``, ``CIRCLE_SHA1``,
 ``CIRCLE_JOB``, ``CIRCLE_NODE_INDEX``/``CIRCLE_NODE_TOTAL`` (from ``parallelism``),
@@ -92,6 +92,7 @@ class Step:
     name: str
     returncode: int
     output: str
+    started_s: float = 0.0  # seconds after the job started
 
 
 @dataclass
@@ -217,7 +218,6 @@ class Rehearsal:
     origin: Path
     workspace: Path  # shared by the jobs of one workflow
     root: Path  # this run's own folder
-    config: dict = field(default_factory=load_config)
 
     def environment(
         self,
@@ -309,7 +309,8 @@ class Rehearsal:
         ``expire_token_before``: the name of a step before which the job's start token must have
         expired (the rehearsal waits for it): a long training, compressed.
         """
-        definition = job_definition(self.config, job, pipeline_parameters or {})
+        config = yaml.safe_load(git(self.origin, "show", f"{commit}:.circleci/config.yml"))
+        definition = job_definition(config, job, pipeline_parameters or {})
         token = self.bed.issuer.mint(ref=f"refs/heads/{branch}", lifetime_s=token_lifetime_s)
         expires = jwt.decode(token, options={"verify_signature": False})["exp"]
         env = self.environment(job, definition, branch, commit, token, node_index, gpu_required)
@@ -318,6 +319,7 @@ class Rehearsal:
         artifacts.mkdir(parents=True, exist_ok=True)
         result = Run(job, project, artifacts, env, token)
         failed = False
+        started = time.monotonic()
         for kind, arguments in definition["steps"]:
             when = arguments.get("when", "on_success") if kind == "run" else "on_success"
             if kind in ("store_artifacts", "store_test_results"):
@@ -327,7 +329,9 @@ class Rehearsal:
             name = arguments.get("name", kind)
             if name == expire_token_before:
                 time.sleep(max(0.0, expires + 1 - time.time()))
+            at = time.monotonic() - started
             step = self.step(kind, arguments, project, artifacts, branch, commit, env)
+            step.started_s = at
             result.steps.append(step)
             failed = failed or step.returncode != 0
         return result

@@ -76,7 +76,10 @@ def test_repro_job_runs_only_what_the_remote_never_ran_on_a_gpu() -> None:
     assert gpu["resource_class"].startswith("gpu.nvidia.")
     assert job["steps"][0] == {"checkout": {"method": "full"}}
     repro = run_steps("repro")[position("repro", "dvc repro")]
-    assert repro["command"].strip() == "dvc repro --pull --allow-missing"
+    lines = repro["command"].strip().splitlines()
+    assert lines[-1] == "dvc repro --pull --allow-missing"
+    assert lines[0].startswith("python -m ci_jobs.web_identity --fresh --every 1200 & refresher=$!")
+    assert lines[1] == "trap 'kill $refresher 2>/dev/null || true' EXIT"
     assert repro["no_output_timeout"] == "3h"
     order = [
         position("repro", needle)

@@ -104,7 +104,7 @@ def fake_circleci(directory: Path, token: str) -> str:
     directory.mkdir()
     (directory / "token").write_text(token)
     script = directory / "circleci"
-    script.write_text(f'#!/bin/sh\necho "$@" > {directory}/args\ncat {directory}/token\n')
+    script.write_text(f'#!/bin/sh\necho "$@" >> {directory}/args\ncat {directory}/token\n')
     script.chmod(0o755)
     return f"{directory}{os.pathsep}{os.environ['PATH']}"
 
@@ -131,3 +131,27 @@ def test_fresh_needs_the_circleci_command(tmp_path: Path, oidc_issuer: OidcIssue
         " CircleCI job\n"
     )
     assert not (tmp_path / "aws").exists()
+
+
+def test_keep_fresh_rewrites_the_token_file_each_round(
+    tmp_path: Path, oidc_issuer: OidcIssuer, capsys: pytest.CaptureFixture
+) -> None:
+    fresh = oidc_issuer.mint()
+    environ = {
+        "PATH": fake_circleci(tmp_path / "bin", fresh),
+        "CIRCLE_OIDC_TOKEN_V2": oidc_issuer.mint(lifetime_s=-600),
+        "AWS_ROLE_ARN": PUSH_ROLE,
+        "AWS_WEB_IDENTITY_TOKEN_FILE": str(tmp_path / "aws/token"),
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PATH", environ["PATH"])
+        web_identity.keep_fresh(environ, every_s=0.01, rounds=3)
+    assert len((tmp_path / "bin/args").read_text().splitlines()) == 3
+    assert (tmp_path / "aws/token").read_text() == fresh
+    assert capsys.readouterr().out.count("web_identity: fresh token for ") == 3
+
+
+def test_every_needs_fresh(tmp_path: Path, oidc_issuer: OidcIssuer) -> None:
+    result = _run(tmp_path, "--every", "60", CIRCLE_OIDC_TOKEN_V2=oidc_issuer.mint())
+    assert result.returncode == 2
+    assert "--every needs --fresh" in result.stderr
