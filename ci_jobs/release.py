@@ -137,7 +137,8 @@ def main() -> int:
         directory = DIST_DIR / package.model_name / str(package.version)
         if not directory.is_dir():
             raise Refusal(
-                f"{directory} does not exist; only a model that passed the gate is packaged"
+                f"{directory} does not exist; only a model that passed the quality gate is"
+                " packaged, by the repro job of the same commit"
             )
         bucket = dvc_bucket()
         written = publish(
