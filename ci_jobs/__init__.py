@@ -1,4 +1,11 @@
-"""What the CircleCI jobs run besides DVC: OIDC token hand-over and the S3 push/pull wrapper.
+"""What the CircleCI jobs run besides DVC (``.circleci/config.yml``).
+
+- ``web_identity``: the job's OIDC token (or a fresh one) to AWS's web-identity chain.
+- ``remote``: push/pull of outputs and run-cache, failures explained in one line.
+- ``gpu_check``: fail a GPU job whose TensorFlow sees no GPU.
+- ``sweep``: param sets over parallel nodes, and their comparison table.
+- ``audit``: a forced re-run must reproduce every output's hash (nightly).
+- ``release``: publish the packaged model, write-once, under the bucket's ``releases/``.
 
 Each module is a command (``python -m ci_jobs.<name>``) with its logic in importable functions,
 so ``.circleci/config.yml``, the tests and the benchmarks all use the same code.
