@@ -1,7 +1,7 @@
 """Stage ``build``: construct and compile the model from ``params.yaml``; save it untrained.
 
-Outputs the model (``models/untrained.keras``), its layer summary and dtype policy
-(``models/summary.txt``) and its size as a metric (``metrics/build.json``).
+Outputs the model (``models/untrained.keras``) and its layer summary, size and dtype policy
+(``models/summary.txt``). The size reaches the experiments table through ``test``'s metrics.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from unittest import mock
 import keras
 
 from stages import runtime
-from stages.artifacts import write_json, write_text
+from stages.artifacts import write_text
 from stages.cli import run_stage
 from stages.config import load_params
 from stages.keras_io import save_model
 from stages.model import build_model
-from stages.paths import BUILD_METRICS, MODEL_SUMMARY, UNTRAINED_MODEL
+from stages.paths import MODEL_SUMMARY, UNTRAINED_MODEL
 
 SUMMARY_WIDTH = 100
 
@@ -40,7 +40,6 @@ def main() -> None:
     model = build_model(params, policy)
     save_model(model, UNTRAINED_MODEL)
     write_text(MODEL_SUMMARY, summary_text(model) + f"Dtype policy: {policy}\n")
-    write_json(BUILD_METRICS, {"parameters": model.count_params()})
     print(f"build: {model.count_params()} parameters, dtype policy {policy}")
 
 

@@ -7,7 +7,6 @@ PREPARED_DIR = Path("data/prepared")  # prepare: {train,validation,test}/{images
 DATA_REPORT = Path("reports/data_validation.json")  # prepare: findings of validation, checksums
 UNTRAINED_MODEL = Path("models/untrained.keras")  # build
 MODEL_SUMMARY = Path("models/summary.txt")  # build
-BUILD_METRICS = Path("metrics/build.json")  # build
 TRAINED_MODEL = Path("models/model.keras")  # train
 TRAIN_LOG_DIR = Path("metrics/train")  # train: DVCLive metrics.json and per-epoch plots
 TRAIN_STATE_DIR = Path(".train-state")  # train: resume checkpoint, not an artifact (git-ignored)

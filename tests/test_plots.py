@@ -24,14 +24,8 @@ from PIL import Image
 
 from reporting import vega_libraries
 from reporting.plots_page import metrics_table, numeric_leaves
-from tests.helpers import (
-    REPO_ROOT,
-    DvcRepo,
-    commit_all,
-    copy_of_repository,
-    fast_params,
-    write_params,
-)
+from testbed.repo import REPO_ROOT, DvcRepo, commit_all, copy_of_repository, write_params
+from tests.helpers import fast_params
 
 CHROMIUM = Path("/usr/bin/chromium")
 TEMPLATE = REPO_ROOT / ".dvc/plots/offline.html"

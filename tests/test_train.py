@@ -135,7 +135,7 @@ def test_interrupted_training_resumes_to_the_same_bytes(tmp_path: Path) -> None:
     metrics = json.loads((interrupted / "metrics/train/metrics.json").read_text())
     assert metrics["step"] == 3  # epochs are counted from 1, as in the training log
     loss_curve = (interrupted / "metrics/train/plots/metrics/train/loss.tsv").read_text()
-    assert [line.split("\t")[1] for line in loss_curve.splitlines()] == ["step", "1", "2", "3"]
+    assert [line.split("\t")[0] for line in loss_curve.splitlines()] == ["step", "1", "2", "3"]
     assert metrics["eval"]["accuracy"] == pytest.approx(history[-1]["val_accuracy"])
 
 
