@@ -60,6 +60,19 @@ def test_mixed_precision_path_runs_on_cpu() -> None:
     assert keras.config.dtype_policy().name == FULL  # the global policy is left as it was
 
 
+def test_saved_model_says_no_xla_wherever_it_was_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keras' default ``jit_compile="auto"`` is resolved on the building machine (True on a GPU)
+    and saved; a model built here says False, and is loaded so, whatever machine built it."""
+    monkeypatch.setattr(keras.Model, "_resolve_auto_jit_compile", lambda self: True)  # a GPU's
+    path = tmp_path / "model.keras"
+    save_model(build_model(_params(), FULL), path)
+    with zipfile.ZipFile(path) as archive:
+        assert json.loads(archive.read("config.json"))["compile_config"]["jit_compile"] is False
+    assert load_model(path).jit_compile is False
+
+
 def test_renumber_shared_objects() -> None:
     config = {
         "a": {"shared_object_id": 140737},
