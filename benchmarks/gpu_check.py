@@ -2,14 +2,16 @@
 
     OUT=/some/dir python -m benchmarks.gpu_check [--epochs N]
 
-Runs the pipeline's own code (stages.fetch/prepare to get the split, stages.model to build,
-stages.train to train, on whatever devices TensorFlow sees, as `dvc repro` would) twice from the
-same untrained model, and writes ``gpu_check.md`` and ``gpu_check.json`` to ``$OUT``:
-images/s per epoch (training only), test accuracy after every epoch, the training time at which
-it first reaches 99.0% on the MNIST test set (evaluation excluded), and whether the two runs end
-with identical weights. MNIST comes from ``$MNIST_MIRROR`` or ``../shared/datasets/mnist``; no
-network. Bounded to finish within 5 minutes on one H200-class GPU: at most ``MAX_EPOCHS`` epochs,
-and the second run is skipped (and said so) if the first leaves too little of ``--budget-s``.
+Runs the pipeline's own code (stages.fetch/prepare for the split, stages.model to build,
+stages.train to train, on whatever devices TensorFlow sees) twice, each run in its own process
+as `dvc repro` runs build and train, and writes ``gpu_check.md``, ``gpu_check.json`` and each
+run's log to ``$OUT``: images/s per epoch (training only), test accuracy after every epoch, the
+training time at which it first reaches 99.0% on the MNIST test set (evaluation excluded), and
+whether the two runs end with identical weights. MNIST comes from ``$MNIST_MIRROR`` or
+``../shared/datasets/mnist``; no network. Bounded to finish within 5 minutes on one H200-class
+GPU: at most ``MAX_EPOCHS`` epochs, and the second run is skipped (and said so) if the first
+leaves too little of ``--budget-s``. This process itself never touches a GPU (TensorFlow would
+reserve its memory): it prepares the data and compares the runs.
 
 Without a GPU it stops with one line; ``--allow-cpu`` (with ``--subset``) dry-runs it on a CPU.
 """
@@ -20,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +33,7 @@ import numpy as np
 
 from stages import devices, runtime
 from stages.artifacts import save_arrays, to_json
-from stages.cli import run_stage
+from stages.cli import StageError, run_stage
 from stages.config import Params, load_params
 from stages.datasets import load_split
 from stages.fetch import fetch_all
@@ -98,26 +101,46 @@ def prepared_workspace(root: Path, params: Params, mirror: str, subset: int | No
     return prepared
 
 
-def training_run(root: Path, params: Params, prepared: Path, untrained: Path) -> dict:
-    """Train once with the pipeline's ``train``; return the per-epoch clock and the record."""
+def training_run(run_dir: Path, params: Params) -> dict:
+    """Build and train as the pipeline does, in ``run_dir`` beside ``prepared/``; the result."""
+    prepared = run_dir.parent / "prepared"
+    policy = runtime.precision_policy(params.build.mixed_precision, bool(devices.gpu_names()))
+    save_model(build_model(params.build, policy), run_dir / "untrained.keras")
     test_images, test_labels = load_split("test", prepared)
     clock = EpochClock(test_images, test_labels, len(load_split("train", prepared)[1]))
     train(
         params.train,
-        untrained_model=untrained,
+        untrained_model=run_dir / "untrained.keras",
         prepared_dir=prepared,
-        model_out=root / "model.keras",
-        live_dir=root / "live",
-        state_dir=root / "state",
-        report_out=root / "train.json",
+        model_out=run_dir / "model.keras",
+        live_dir=run_dir / "live",
+        state_dir=run_dir / "state",
+        report_out=run_dir / "train.json",
         extra_callbacks=(clock,),
     )
     return {
         "epochs": clock.epochs,
         "time_to_99_s": time_to_accuracy(clock.epochs),
         "final_accuracy": clock.epochs[-1]["test_accuracy"],
-        "environment": json.loads((root / "train.json").read_text()),
+        "environment": json.loads((run_dir / "train.json").read_text()),
     }
+
+
+def run_in_own_process(run_dir: Path, epochs: int, log: Path) -> dict:
+    """One training run in a fresh process (``--run-in``); its output goes to ``log``."""
+    command = [sys.executable, "-m", "benchmarks.gpu_check", "--run-in", str(run_dir)]
+    with log.open("w") as output:
+        result = subprocess.run(
+            [*command, "--epochs", str(epochs)],
+            cwd=REPO_ROOT,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+    if result.returncode:
+        last = log.read_text().strip().splitlines()[-1:] or ["no output"]
+        raise StageError(f"{run_dir.name} failed (exit {result.returncode}): {last[0]}; see {log}")
+    return json.loads((run_dir / "run.json").read_text())
 
 
 def same_weights(first: Path, second: Path) -> bool:
@@ -172,28 +195,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--allow-cpu", action="store_true", help="dry run without a GPU")
     parser.add_argument("--subset", type=int, help="use only the first N examples of each split")
     parser.add_argument("--budget-s", type=float, default=270.0, help="skip run 2 past this")
+    parser.add_argument("--run-in", type=Path, help=argparse.SUPPRESS)  # one run, internal
     args = parser.parse_args(argv)
     if args.epochs is not None and not 1 <= args.epochs <= MAX_EPOCHS:
         parser.error(f"--epochs must be 1-{MAX_EPOCHS}")
     return args
 
 
+def check_params(epochs: int | None) -> Params:
+    """The repository's params, with ``epochs`` (default ``train.epochs``, at most MAX_EPOCHS)."""
+    params = load_params(REPO_ROOT / "params.yaml")
+    epochs = epochs or min(params.train.epochs, MAX_EPOCHS)
+    return params.model_copy(update={"train": params.train.model_copy(update={"epochs": epochs})})
+
+
 def run_check(args: argparse.Namespace, out: Path) -> dict:
-    """Prepare, build, train twice; write the report to ``out`` and return it."""
+    """Prepare, then build and train twice; write the report to ``out`` and return it."""
     started = time.perf_counter()
     mirror = os.environ.get("MNIST_MIRROR") or str(REPO_ROOT.parent / "shared/datasets/mnist")
-    params = load_params(REPO_ROOT / "params.yaml")
-    epochs = args.epochs or min(params.train.epochs, MAX_EPOCHS)
-    params = params.model_copy(update={"train": params.train.model_copy(update={"epochs": epochs})})
+    params = check_params(args.epochs)
+    epochs = params.train.epochs
+    out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="gpu_check.") as scratch:
         root = Path(scratch)
         prepared = prepared_workspace(root, params, mirror, args.subset)
-        policy = runtime.precision_policy(params.build.mixed_precision, bool(devices.gpu_names()))
-        save_model(build_model(params.build, policy), root / "untrained.keras")
-        runs = [training_run(root / "run1", params, prepared, root / "untrained.keras")]
+        runs = [run_in_own_process(root / "run1", epochs, out / "run1.log")]
         first_run_s = time.perf_counter() - started
         if first_run_s * 2 < args.budget_s:
-            runs.append(training_run(root / "run2", params, prepared, root / "untrained.keras"))
+            runs.append(run_in_own_process(root / "run2", epochs, out / "run2.log"))
             identical = same_weights(root / "run1/model.keras", root / "run2/model.keras")
         else:
             identical = f"not checked: run 1 took {first_run_s:.0f} s of {args.budget_s:.0f} s"
@@ -205,7 +234,6 @@ def run_check(args: argparse.Namespace, out: Path) -> dict:
             "identical_weights": identical,
             "wall_s": round(time.perf_counter() - started, 1),
         }
-    out.mkdir(parents=True, exist_ok=True)
     (out / "gpu_check.json").write_text(to_json(report))
     (out / "gpu_check.md").write_text(markdown(report))
     return report
@@ -213,6 +241,11 @@ def run_check(args: argparse.Namespace, out: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.run_in:
+        args.run_in.mkdir(parents=True)
+        result = training_run(args.run_in, check_params(args.epochs))
+        (args.run_in / "run.json").write_text(to_json(result))
+        return
     if not args.allow_cpu and not devices.gpu_names():
         sys.exit(NO_GPU)
     if not os.environ.get("OUT"):

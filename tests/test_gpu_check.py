@@ -43,7 +43,8 @@ def test_time_to_accuracy_counts_training_seconds_up_to_the_first_epoch_at_targe
 def test_dry_run_on_a_cpu(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_mnist: Path, capsys
 ) -> None:
-    """The whole check, small: real MNIST from the mirror, the pipeline's split, two runs."""
+    """The whole check, small: real MNIST from the mirror, the pipeline's split, two runs in
+    two processes (build and train, as DVC runs them) that must end with the same weights."""
     monkeypatch.setenv("OUT", str(tmp_path / "out"))
     monkeypatch.setenv("MNIST_MIRROR", str(shared_mnist))
     gpu_check.main(["--allow-cpu", "--epochs", "1", "--subset", "1000"])
@@ -66,6 +67,13 @@ def test_dry_run_on_a_cpu(
         report["runs"][0]["epochs"][0]["test_accuracy"]
         == (report["runs"][1]["epochs"][0]["test_accuracy"])
     )
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == [
+        "gpu_check.json",
+        "gpu_check.md",
+        "run1.log",
+        "run2.log",
+    ]
+    assert "8/8 - " in (tmp_path / "out/run2.log").read_text()  # 1000 images, batches of 128
     markdown = (tmp_path / "out/gpu_check.md").read_text()
     assert "- identical weights after two runs: True" in markdown
     assert "- time to 99.0% test accuracy (training seconds): run 1: not reached" in markdown
