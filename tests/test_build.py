@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -71,6 +72,20 @@ def test_saved_model_says_no_xla_wherever_it_was_built(
     with zipfile.ZipFile(path) as archive:
         assert json.loads(archive.read("config.json"))["compile_config"]["jit_compile"] is False
     assert load_model(path).jit_compile is False
+
+
+def test_mixed_precision_model_loads_with_its_loss_scaling(tmp_path: Path) -> None:
+    """Loaded under the policy it was built under: float16 layers, the LossScaleOptimizer that
+    float16 gradients need, and the saved optimizer state loaded (Keras warns if it is not)."""
+    path = tmp_path / "mixed.keras"
+    save_model(build_model(_params(), MIXED), path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = load_model(path)
+    assert model.dtype_policy.name == MIXED
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert keras.config.dtype_policy().name == FULL  # the global policy is left as it was
+    assert load_model(tmp_path / "mixed.keras").layers[-1].compute_dtype == "float32"
 
 
 def test_renumber_shared_objects() -> None:

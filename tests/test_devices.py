@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+from pathlib import Path
 
 import pytest
 import tensorflow as tf
@@ -11,6 +12,7 @@ import tensorflow as tf
 from stages import devices
 from stages.config import BuildParams, parse_params
 from stages.devices import DEFAULT, MIRRORED, StrategyChoice, choose_strategy
+from stages.keras_io import load_model, save_model
 from stages.model import build_model
 from stages.runtime import FULL, MIXED
 from tests.helpers import fast_params
@@ -54,8 +56,10 @@ def test_gpu_names_come_from_the_device_details(monkeypatch: pytest.MonkeyPatch)
     assert devices.gpu_names() == ["NVIDIA H200", "/physical_device:GPU:1"]
 
 
-def test_record_of_two_gpus_in_mixed_precision() -> None:
-    model = build_model(_build_params(), MIXED)
+def test_record_of_two_gpus_in_mixed_precision(tmp_path: Path) -> None:
+    """The policy recorded is the one of the model as train loads it from the build stage."""
+    save_model(build_model(_build_params(), MIXED), tmp_path / "untrained.keras")
+    model = load_model(tmp_path / "untrained.keras")
     strategy = devices.make_strategy(StrategyChoice(MIRRORED, ("/cpu:0",)))
     record = devices.environment_record(["NVIDIA H200", "NVIDIA H200"], strategy, model)
     build = tf.sysconfig.get_build_info()

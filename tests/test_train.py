@@ -14,12 +14,14 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from keras.optimizers import LossScaleOptimizer
 
 from stages.cli import StageError
 from stages.config import TrainParams, parse_params
 from stages.datasets import load_split
 from stages.keras_io import load_model, save_model
 from stages.model import build_model
+from stages.runtime import FULL, MIXED
 from stages.train import learning_rate_schedule, train, training_batches
 from testbed.repo import REPO_ROOT, write_params
 from tests.helpers import fast_params, write_prepared_subset
@@ -61,13 +63,13 @@ def test_learning_rate_schedules() -> None:
     assert float(no_warmup(0)) == pytest.approx(0.01)
 
 
-def _workspace(root: Path, **train_changes) -> tuple[Path, TrainParams]:
+def _workspace(root: Path, policy: str = FULL, **train_changes) -> tuple[Path, TrainParams]:
     root.mkdir(parents=True, exist_ok=True)
     raw = fast_params(train=train_changes)
     write_params(root, raw)
     params = parse_params(raw)
     write_prepared_subset(root / "data/prepared", train=1000, validation=200, test=10)
-    save_model(build_model(params.build, "float32"), root / "models/untrained.keras")
+    save_model(build_model(params.build, policy), root / "models/untrained.keras")
     return root, params.train
 
 
@@ -230,11 +232,16 @@ def test_stage_killed_mid_way_then_rerun_matches_uninterrupted(tmp_path: Path) -
     assert _outputs(killed) == _outputs(reference)
 
 
+def _one_cpu_mirrored() -> tf.distribute.Strategy:
+    return tf.distribute.MirroredStrategy(["/cpu:0"])
+
+
 def test_distributed_path_on_one_cpu_replica(tmp_path: Path) -> None:
     """What `train` does with several GPUs, run on a CPU: the model, its optimizer, the batches
-    and every step go through a MirroredStrategy (here over one CPU device, one replica)."""
-    root, params = _workspace(tmp_path, epochs=2)
-    history = _run(root, params, strategy=tf.distribute.MirroredStrategy(["/cpu:0"]))
+    and every step go through a MirroredStrategy (here over one CPU device, one replica); a run
+    interrupted and resumed under it ends with the same bytes."""
+    root, params = _workspace(tmp_path / "uninterrupted", epochs=2)
+    history = _run(root, params, strategy=_one_cpu_mirrored())
     assert history[-1]["val_accuracy"] > 0.5  # it learned (chance: 0.1)
     record = json.loads((root / "reports/train.json").read_text())
     assert (record["strategy"], record["replicas"], record["global_batch_size"]) == (
@@ -246,6 +253,14 @@ def test_distributed_path_on_one_cpu_replica(tmp_path: Path) -> None:
     images, labels = load_split("validation", root / "data/prepared")
     accuracy = float((model.predict(images, verbose=0).argmax(axis=1) == labels).mean())
     assert accuracy == pytest.approx(history[-1]["val_accuracy"], abs=1e-6)
+
+    interrupted, _ = _workspace(tmp_path / "interrupted", epochs=2)
+    with pytest.raises(KeyboardInterrupt):
+        _run(interrupted, params, callbacks=(_Crash(epoch=0),), strategy=_one_cpu_mirrored())
+    trained = _EpochsTrained(interrupted / ".train-state")
+    assert _run(interrupted, params, (trained,), _one_cpu_mirrored()) == history
+    assert trained.epochs == [1]
+    assert _outputs(interrupted) == _outputs(root)
 
 
 TWO_CPU_REPLICAS = """
@@ -277,9 +292,12 @@ for root in map(Path, sys.argv[1:]):
 def test_two_replicas_scale_batch_and_learning_rate_and_stay_deterministic(
     tmp_path: Path,
 ) -> None:
-    """Two replicas (two logical CPU devices, as two GPUs would be): every step is split between
-    them, the global batch and the peak learning rate double, and two runs give equal bytes."""
-    roots = [_workspace(tmp_path / name, epochs=2, batch_size=64)[0] for name in ("a", "b")]
+    """Two replicas (two logical CPU devices, as two GPUs would be) in mixed precision, as on a
+    multi-GPU machine: every step is split between them, the global batch and the peak learning
+    rate double, loss scaling is on, and two runs give equal bytes."""
+    roots = [
+        _workspace(tmp_path / name, policy=MIXED, epochs=1, batch_size=64)[0] for name in ("a", "b")
+    ]
     result = subprocess.run(
         [sys.executable, "-c", TWO_CPU_REPLICAS, *map(str, roots)],
         cwd=tmp_path,
@@ -296,6 +314,8 @@ def test_two_replicas_scale_batch_and_learning_rate_and_stay_deterministic(
         128,
     )
     assert record["peak_learning_rate"] == pytest.approx(2 * 0.003)
+    assert record["precision_policy"] == MIXED
+    assert isinstance(load_model(roots[0] / "models/model.keras").optimizer, LossScaleOptimizer)
     assert "8/8" in result.stdout  # 1000 examples in global batches of 128: 8 steps per epoch
     metrics = json.loads((roots[0] / "metrics/train/metrics.json").read_text())
     assert metrics["eval"]["accuracy"] > 0.5
