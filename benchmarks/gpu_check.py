@@ -126,17 +126,21 @@ def training_run(run_dir: Path, params: Params) -> dict:
     }
 
 
-def run_in_own_process(run_dir: Path, epochs: int, log: Path) -> dict:
+def run_in_own_process(run_dir: Path, epochs: int, log: Path, timeout_s: float) -> dict:
     """One training run in a fresh process (``--run-in``); its output goes to ``log``."""
     command = [sys.executable, "-m", "benchmarks.gpu_check", "--run-in", str(run_dir)]
-    with log.open("w") as output:
-        result = subprocess.run(
-            [*command, "--epochs", str(epochs)],
-            cwd=REPO_ROOT,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            check=False,
-        )
+    try:
+        with log.open("w") as output:
+            result = subprocess.run(
+                [*command, "--epochs", str(epochs)],
+                cwd=REPO_ROOT,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                check=False,
+                timeout=timeout_s,
+            )
+    except subprocess.TimeoutExpired:
+        raise StageError(f"{run_dir.name} did not finish in {timeout_s:.0f} s; see {log}") from None
     if result.returncode:
         last = log.read_text().strip().splitlines()[-1:] or ["no output"]
         raise StageError(f"{run_dir.name} failed (exit {result.returncode}): {last[0]}; see {log}")
@@ -219,10 +223,11 @@ def run_check(args: argparse.Namespace, out: Path) -> dict:
     with tempfile.TemporaryDirectory(prefix="gpu_check.") as scratch:
         root = Path(scratch)
         prepared = prepared_workspace(root, params, mirror, args.subset)
-        runs = [run_in_own_process(root / "run1", epochs, out / "run1.log")]
+        runs = [run_in_own_process(root / "run1", epochs, out / "run1.log", args.budget_s)]
         first_run_s = time.perf_counter() - started
         if first_run_s * 2 < args.budget_s:
-            runs.append(run_in_own_process(root / "run2", epochs, out / "run2.log"))
+            left_s = args.budget_s - first_run_s
+            runs.append(run_in_own_process(root / "run2", epochs, out / "run2.log", left_s))
             identical = same_weights(root / "run1/model.keras", root / "run2/model.keras")
         else:
             identical = f"not checked: run 1 took {first_run_s:.0f} s of {args.budget_s:.0f} s"
