@@ -11,7 +11,7 @@ from unittest import mock
 
 import keras
 
-from stages import runtime
+from stages import devices, runtime
 from stages.artifacts import write_text
 from stages.cli import run_stage
 from stages.config import load_params
@@ -36,7 +36,7 @@ def summary_text(model: keras.Model) -> str:
 
 def main() -> None:
     params = load_params().build
-    policy = runtime.precision_policy(params.mixed_precision, runtime.gpu_available())
+    policy = runtime.precision_policy(params.mixed_precision, bool(devices.gpu_names()))
     model = build_model(params, policy)
     save_model(model, UNTRAINED_MODEL)
     write_text(MODEL_SUMMARY, summary_text(model) + f"Dtype policy: {policy}\n")

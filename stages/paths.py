@@ -9,6 +9,7 @@ UNTRAINED_MODEL = Path("models/untrained.keras")  # build
 MODEL_SUMMARY = Path("models/summary.txt")  # build
 TRAINED_MODEL = Path("models/model.keras")  # train
 TRAIN_LOG_DIR = Path("metrics/train")  # train: DVCLive metrics.json and per-epoch plots
+TRAIN_REPORT = Path("reports/train.json")  # train: where it ran (devices, precision, TF build)
 TRAIN_STATE_DIR = Path(".train-state")  # train: resume checkpoint, not an artifact (git-ignored)
 TEST_METRICS = Path("metrics/test.json")  # test: the experiments table's numbers and verdict
 TEST_REPORT = Path("reports/test.json")  # test: per-class scores and the failed gates
