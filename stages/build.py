@@ -1,7 +1,7 @@
 """Stage ``build``: construct and compile the model from ``params.yaml``; save it untrained.
 
-Outputs the model (``models/untrained.keras``), its layer summary and dtype policy
-(``models/summary.txt``) and its size as a metric (``metrics/build.json``).
+Outputs the model (``models/untrained.keras``) and its layer summary, size and dtype policy
+(``models/summary.txt``). The size reaches the experiments table through ``test``'s metrics.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ from unittest import mock
 
 import keras
 
-from stages import runtime
-from stages.artifacts import write_json, write_text
+from stages import devices, runtime
+from stages.artifacts import write_text
 from stages.cli import run_stage
 from stages.config import load_params
 from stages.keras_io import save_model
 from stages.model import build_model
-from stages.paths import BUILD_METRICS, MODEL_SUMMARY, UNTRAINED_MODEL
+from stages.paths import MODEL_SUMMARY, UNTRAINED_MODEL
 
 SUMMARY_WIDTH = 100
 
@@ -36,11 +36,10 @@ def summary_text(model: keras.Model) -> str:
 
 def main() -> None:
     params = load_params().build
-    policy = runtime.precision_policy(params.mixed_precision, runtime.gpu_available())
+    policy = runtime.precision_policy(params.mixed_precision, bool(devices.gpu_names()))
     model = build_model(params, policy)
     save_model(model, UNTRAINED_MODEL)
     write_text(MODEL_SUMMARY, summary_text(model) + f"Dtype policy: {policy}\n")
-    write_json(BUILD_METRICS, {"parameters": model.count_params()})
     print(f"build: {model.count_params()} parameters, dtype policy {policy}")
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from ruamel.yaml import YAML, YAMLError
 
 from stages.cli import StageError
 
@@ -113,12 +113,16 @@ def parse_params(raw: Any) -> Params:
 
 
 def load_params(path: Path | str = PARAMS_FILE) -> Params:
-    """Read and validate the params file."""
+    """Read and validate the params file.
+
+    Read as YAML 1.2, as DVC reads and writes it: ``dvc exp run -S build.learning_rate=0.000001``
+    writes ``1e-06``, a number in YAML 1.2 but a string to a YAML 1.1 parser such as PyYAML.
+    """
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise StageError(f"{path} not found; run stages from the repository root") from None
-    except yaml.YAMLError as error:
+    except YAMLError as error:
         raise StageError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
     return parse_params(raw)

@@ -4,7 +4,7 @@ Keras' native format is a zip holding ``config.json``, ``metadata.json`` (with t
 ``model.weights.h5``; the zip entries carry timestamps too, and ``config.json`` numbers objects
 shared between layers (e.g. a dtype policy) by their memory address. We rewrite the archive with a
 fixed date, fixed entry times and shared objects numbered in order of appearance, so the file's
-bytes depend only on the model.
+bytes depend only on the model. A model is loaded under the dtype policy it was built under.
 """
 
 from __future__ import annotations
@@ -58,6 +58,22 @@ def normalize_keras_archive(path: Path) -> None:
             archive.writestr(info, entries[name])
 
 
+def built_policy(config: dict[str, Any]) -> str:
+    """The dtype policy a model was built under, read from its saved layers' policies.
+
+    Keras saves every layer's policy but not the functional model's own, so a mixed-precision
+    model would load under the global policy (float32), and ``compile_from_config`` would then
+    leave out the LossScaleOptimizer that mixed precision needs (and drop the saved optimizer
+    state, which no longer fits). A mixed layer policy means the model was built under it.
+    """
+    names = set()
+    for layer in config["config"]["layers"]:
+        dtype = layer["config"].get("dtype")
+        names.add(dtype["config"]["name"] if isinstance(dtype, dict) else dtype)
+    mixed = sorted(name for name in names if isinstance(name, str) and name.startswith("mixed_"))
+    return mixed[0] if mixed else "float32"
+
+
 def save_model(model: keras.Model, path: Path) -> None:
     """Save ``model`` (with its optimizer state) atomically and reproducibly."""
     with atomic_path(path) as staged:
@@ -68,4 +84,11 @@ def save_model(model: keras.Model, path: Path) -> None:
 def load_model(path: Path) -> keras.Model:
     if not path.exists():
         raise StageError(f"{path} is missing; run the stage that writes it (`dvc repro`)")
-    return keras.models.load_model(path)
+    with zipfile.ZipFile(path) as archive:
+        config = json.loads(archive.read("config.json"))
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(built_policy(config))
+    try:
+        return keras.models.load_model(path)
+    finally:
+        keras.config.set_dtype_policy(previous)

@@ -60,6 +60,10 @@ def build_model(params: BuildParams, policy: str) -> keras.Model:
         optimizer=OPTIMIZERS[params.optimizer](learning_rate=params.learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(),
         metrics=["accuracy"],
+        # Saved with the model. Keras' default, "auto", would save True when built on a GPU, yet
+        # the pipeline trains with TF op determinism, under which Keras refuses XLA (and TF has
+        # no deterministic XLA MaxPool gradient on a GPU): off, stated, the same on any machine.
+        jit_compile=False,
     )
     # Create the optimizer's slots now, so that the saved model loads without a state mismatch.
     model.optimizer.build(model.trainable_variables)

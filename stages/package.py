@@ -36,6 +36,7 @@ from stages.paths import (
     PREPARED_DIR,
     TEST_METRICS,
     TEST_REPORT,
+    TRAIN_REPORT,
     TRAINED_MODEL,
 )
 from stages.task import IMAGE_SHAPE
@@ -171,9 +172,18 @@ def require_blessing(test_report: dict) -> None:
 
 
 def model_card(
-    params: Params, test_metrics: dict, test_report: dict, data_report: dict, verification: dict
+    params: Params,
+    test_metrics: dict,
+    test_report: dict,
+    data_report: dict,
+    verification: dict,
+    environment: dict,
 ) -> dict:
-    """What a user of the package needs to know: what it does, how well, from what, built how."""
+    """What a user of the package needs to know: what it does, how well, from what, built how.
+
+    ``environment`` is train's record of where it ran (``reports/train.json``): with
+    ``build.mixed_precision: auto`` and several GPUs the weights depend on the hardware.
+    """
     return {
         "model_name": params.package.model_name,
         "version": params.package.version,
@@ -198,6 +208,7 @@ def model_card(
             "split": data_report["split"],
         },
         "params": params.model_dump(),
+        "environment": environment,
         "libraries": library_versions(),
         "git_revision": git_revision(),
     }
@@ -213,6 +224,13 @@ def card_markdown(card: dict) -> str:
         f"- `{name}`: md5 `{md5}`" for name, md5 in card["data"]["raw_files_md5"].items()
     )
     libraries = ", ".join(f"{name} {version}" for name, version in card["libraries"].items())
+    where = card["environment"]
+    tensorflow = where["tensorflow"]
+    cuda = (
+        f"CUDA {tensorflow['cuda_version']}, cuDNN {tensorflow['cudnn_version']}"
+        if tensorflow["cuda_build"]
+        else "no CUDA"
+    )
     return f"""# Model card: {card["model_name"]}, version {card["version"]}
 
 **Task:** {card["task"]}.
@@ -243,6 +261,11 @@ MNIST (LeCun, Cortes, Burges), split {card["data"]["split"]["train"]} train /
 ## Build
 
 Git revision `{card["git_revision"]}`; {libraries}.
+Trained on {where["device"]}{": " + ", ".join(where["gpus"]) if where["gpus"] else ""}
+({where["strategy"]} strategy, {where["replicas"]} replica(s), global batch
+{where["global_batch_size"]}, peak learning rate {where["peak_learning_rate"]:g}), dtype policy
+{where["precision_policy"]}, XLA {"on" if where["xla"] else "off"}; TensorFlow
+{tensorflow["version"]} built with {cuda}.
 All parameters are in `model_card.json`.
 
 ## Limits
@@ -259,6 +282,7 @@ def package(
     test_metrics_file: Path = TEST_METRICS,
     test_report_file: Path = TEST_REPORT,
     data_report_file: Path = DATA_REPORT,
+    train_report_file: Path = TRAIN_REPORT,
     dist_dir: Path = DIST_DIR,
 ) -> Path:
     """Export, verify and document a blessed model; return the version directory."""
@@ -276,6 +300,7 @@ def package(
             test_report,
             read_json(data_report_file),
             verification,
+            read_json(train_report_file),
         )
         (staged / CARD_DIR).mkdir(exist_ok=True)
         (staged / CARD_DIR / "model_card.json").write_text(to_json(card))

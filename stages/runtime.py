@@ -9,10 +9,6 @@ MIXED = "mixed_float16"
 FULL = "float32"
 
 
-def gpu_available() -> bool:
-    return bool(tf.config.list_physical_devices("GPU"))
-
-
 def precision_policy(setting: str, gpu: bool) -> str:
     """The Keras dtype policy for ``build.mixed_precision``.
 

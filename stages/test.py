@@ -1,9 +1,9 @@
 """Stage ``test``: evaluate the trained model on the MNIST test set and give the gate's verdict.
 
-Writes ``metrics/test.json`` (the experiments table's numbers: accuracy, loss, errors and the
-verdict), ``reports/test.json`` (per-class precision/recall/F1 and every failed gate),
-``plots/confusion.json`` (one ``{actual, predicted}`` row per test image, for DVC's confusion
-template) and ``plots/worst_misclassified.png``.
+Writes ``metrics/test.json`` (the experiments table's numbers: accuracy, loss, errors, the
+verdict and the model's size), ``reports/test.json`` (per-class precision/recall/F1 and every
+failed gate), ``plots/confusion.json`` (one ``{actual, predicted}`` row per test image, for DVC's
+confusion template) and ``plots/worst_misclassified.png``.
 
 The gates: accuracy below ``test.min_accuracy``, any class recall below ``test.min_class_recall``,
 or an accuracy more than ``test.max_accuracy_drop`` below ``test.baseline_accuracy``. Like TFX's
@@ -144,11 +144,12 @@ def evaluate(
     probabilities = model.predict(images, batch_size=PREDICT_BATCH, verbose=0)
     details = classification_metrics(labels, probabilities)
     failures = gate_failures(details, params)
-    metrics = {  # in this order in `dvc exp show`
+    metrics = {  # the experiments table's columns, in this order (`dvc exp show`)
         "accuracy": details["accuracy"],
         "loss": details["loss"],
         "errors": details["errors"],
         "gate": "failed" if failures else "passed",
+        "parameters": model.count_params(),
     }
     write_json(metrics_file, metrics, sort_keys=False)
     write_json(report_file, {**details, "gate": {"passed": not failures, "failures": failures}})

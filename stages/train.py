@@ -5,6 +5,13 @@ of ``(train.seed, epoch)``. That last point is what makes resuming exact: after 
 model (with optimizer state) and the metric history are checkpointed to ``.train-state/``; if the
 stage is killed, running it again continues from the last finished epoch and ends with the same
 model, byte for byte, as an uninterrupted run. A NaN or infinite loss stops training with an error.
+
+With several GPUs, training is data-parallel (``tf.distribute.MirroredStrategy``): each replica
+takes ``train.batch_size`` examples per step, so the global batch is ``train.batch_size`` x
+replicas, and the learning rate is scaled by the same factor (the linear scaling rule of Goyal et
+al. 2017, "Accurate, Large Minibatch SGD", with the warm-up the schedule already has). One device
+(a CPU, one GPU) is one replica: nothing is scaled. Where it ran is written to
+``reports/train.json`` (``stages/devices.py``).
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import tensorflow as tf
 from dvclive import Live
 from dvclive.keras import DVCLiveCallback
 
-from stages import runtime
+from stages import devices, runtime
 from stages.artifacts import remove, write_json
 from stages.cli import StageError, run_stage
 from stages.config import TrainParams, load_params
@@ -29,6 +36,7 @@ from stages.keras_io import load_model, save_model
 from stages.paths import (
     PREPARED_DIR,
     TRAIN_LOG_DIR,
+    TRAIN_REPORT,
     TRAIN_STATE_DIR,
     TRAINED_MODEL,
     UNTRAINED_MODEL,
@@ -94,9 +102,20 @@ class StopOnNaN(keras.callbacks.Callback):
             )
 
 
-def fingerprint(params: TrainParams, inputs: list[Path]) -> str:
-    """Identifies a training run: a checkpoint is only resumed by the run that made it."""
+def scaled_learning_rate(base_rate: float, replicas: int) -> float:
+    """``build.learning_rate`` is for one replica's batch; k replicas make a k times larger global
+    batch, so the rate grows k times too (linear scaling rule, Goyal et al. 2017)."""
+    return base_rate * replicas
+
+
+def fingerprint(params: TrainParams, inputs: list[Path], environment: dict) -> str:
+    """Identifies a training run: a checkpoint is only resumed by the run that made it.
+
+    The environment is part of it: a checkpoint made on other hardware (e.g. another replica
+    count, hence another global batch) would not continue the same run.
+    """
     digest = hashlib.sha256(params.model_dump_json().encode())
+    digest.update(json.dumps(environment, sort_keys=True).encode())
     digest.update(Path(__file__).read_bytes())
     for path in inputs:
         digest.update(path.read_bytes())
@@ -172,10 +191,21 @@ def train(
     model_out: Path = TRAINED_MODEL,
     live_dir: Path = TRAIN_LOG_DIR,
     state_dir: Path = TRAIN_STATE_DIR,
+    report_out: Path = TRAIN_REPORT,
     extra_callbacks: tuple[keras.callbacks.Callback, ...] = (),
+    strategy: tf.distribute.Strategy | None = None,
 ) -> list[dict]:
-    """Train (or resume training) and save the model; return the per-epoch metric history."""
+    """Train (or resume training) and save the model; return the per-epoch metric history.
+
+    ``strategy`` defaults to the one the visible devices call for (``devices.choose_strategy``);
+    tests pass ``MirroredStrategy(["/cpu:0"])`` to run the distributed path on a CPU.
+    """
     runtime.make_deterministic(params.seed)
+    gpus = devices.gpu_names()
+    if strategy is None:
+        strategy = devices.make_strategy(devices.choose_strategy(gpus))
+    replicas = strategy.num_replicas_in_sync
+    global_batch = params.batch_size * replicas
     train_x, train_y = load_split("train", prepared_dir)
     val_x, val_y = load_split("validation", prepared_dir)
     inputs = [untrained_model] + [
@@ -183,17 +213,19 @@ def train(
         for split in ("train", "validation")
         for array in ("images", "labels")
     ]
-    state = TrainingState(state_dir, fingerprint(params, inputs))
-
-    model = load_model(untrained_model)
-    base_rate = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
-    resumed = state.load()
-    history: list[dict] = []
-    if resumed:
-        model, history = resumed
-        print(f"train: resuming after epoch {len(history)} of {params.epochs}")
-    steps_per_epoch = math.ceil(len(train_y) / params.batch_size)
-    model.optimizer.learning_rate = learning_rate_schedule(base_rate, params, steps_per_epoch)
+    with strategy.scope():  # variables (model, optimizer slots) are created per replica
+        model = load_model(untrained_model)
+        environment = devices.environment_record(gpus, strategy, model)
+        state = TrainingState(state_dir, fingerprint(params, inputs, environment))
+        base_rate = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+        peak_rate = scaled_learning_rate(base_rate, replicas)
+        resumed = state.load()
+        history: list[dict] = []
+        if resumed:
+            model, history = resumed
+            print(f"train: resuming after epoch {len(history)} of {params.epochs}")
+        steps_per_epoch = math.ceil(len(train_y) / global_batch)
+        model.optimizer.learning_rate = learning_rate_schedule(peak_rate, params, steps_per_epoch)
 
     live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None)
     live.step = 1  # the plots' x axis counts epochs from 1, as the training log does
@@ -202,14 +234,12 @@ def train(
         logger.on_epoch_end(epoch, dict(logs))
 
     model.fit(
-        training_batches(
-            train_x, train_y, params.batch_size, params.seed, len(history), params.epochs
-        ),
+        training_batches(train_x, train_y, global_batch, params.seed, len(history), params.epochs),
         epochs=params.epochs,
         initial_epoch=len(history),
         steps_per_epoch=steps_per_epoch,
         validation_data=(val_x, val_y),
-        validation_batch_size=params.batch_size,
+        validation_batch_size=global_batch,
         shuffle=False,  # the dataset is already in its seeded per-epoch order
         callbacks=[StopOnNaN(), Checkpoint(state, history), logger, *extra_callbacks],
         verbose=2,
@@ -217,12 +247,21 @@ def train(
     if len(history) == params.epochs:  # a callback may have stopped training early
         live.end()
     save_model(model, model_out)
+    write_json(
+        report_out,
+        {**environment, "global_batch_size": global_batch, "peak_learning_rate": peak_rate},
+    )
     state.clear()
     return history
 
 
 def main() -> None:
     history = train(load_params().train)
+    environment = json.loads(TRAIN_REPORT.read_text())
+    print(
+        f"train: on {environment['device']}, {environment['strategy']} strategy with"
+        f" {environment['replicas']} replica(s), {environment['precision_policy']}"
+    )
     final = history[-1]
     print(f"train: val_accuracy {final['val_accuracy']:.4f}, val_loss {final['val_loss']:.4f}")
 

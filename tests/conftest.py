@@ -89,6 +89,7 @@ def trained_workspace(tmp_path_factory: pytest.TempPathFactory, shared_mnist: Pa
         model_out=workspace / "models/model.keras",
         live_dir=workspace / "metrics/train",
         state_dir=workspace / ".train-state",
+        report_out=workspace / "reports/train.json",
     )
     return workspace
 

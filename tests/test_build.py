@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -60,6 +61,33 @@ def test_mixed_precision_path_runs_on_cpu() -> None:
     assert keras.config.dtype_policy().name == FULL  # the global policy is left as it was
 
 
+def test_saved_model_says_no_xla_wherever_it_was_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keras' default ``jit_compile="auto"`` is resolved on the building machine (True on a GPU)
+    and saved; a model built here says False, and is loaded so, whatever machine built it."""
+    monkeypatch.setattr(keras.Model, "_resolve_auto_jit_compile", lambda self: True)  # a GPU's
+    path = tmp_path / "model.keras"
+    save_model(build_model(_params(), FULL), path)
+    with zipfile.ZipFile(path) as archive:
+        assert json.loads(archive.read("config.json"))["compile_config"]["jit_compile"] is False
+    assert load_model(path).jit_compile is False
+
+
+def test_mixed_precision_model_loads_with_its_loss_scaling(tmp_path: Path) -> None:
+    """Loaded under the policy it was built under: float16 layers, the LossScaleOptimizer that
+    float16 gradients need, and the saved optimizer state loaded (Keras warns if it is not)."""
+    path = tmp_path / "mixed.keras"
+    save_model(build_model(_params(), MIXED), path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = load_model(path)
+    assert model.dtype_policy.name == MIXED
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert keras.config.dtype_policy().name == FULL  # the global policy is left as it was
+    assert load_model(tmp_path / "mixed.keras").layers[-1].compute_dtype == "float32"
+
+
 def test_renumber_shared_objects() -> None:
     config = {
         "a": {"shared_object_id": 140737},
@@ -89,15 +117,13 @@ def test_saved_model_bytes_are_stable(tmp_path: Path) -> None:
 
 def test_build_stage_is_reproducible_across_processes(tmp_path: Path) -> None:
     write_params(tmp_path, fast_params())
-    outputs = ["models/untrained.keras", "models/summary.txt", "metrics/build.json"]
+    outputs = ["models/untrained.keras", "models/summary.txt"]
     digests = []
     for _ in range(2):
         result = run_module("build", tmp_path, env={"COLUMNS": "40"})
         assert result.returncode == 0, result.stderr
         digests.append([(tmp_path / name).read_bytes() for name in outputs])
     assert digests[0] == digests[1]
-    metrics = json.loads((tmp_path / "metrics/build.json").read_text())
-    assert metrics == {"parameters": 32618}
     summary = (tmp_path / "models/summary.txt").read_text()
     assert summary.endswith(f"Dtype policy: {FULL}\n")
     assert "Trainable params: 32,618" in summary and "Param #" in summary

@@ -94,3 +94,12 @@ def test_dvc_exp_set_param_changes_values_only(tmp_path: Path) -> None:
     added = [line for line in copy.read_text().splitlines() if line not in original.splitlines()]
     assert [line.split(":")[0] for line in removed if ":" in line] == ["  epochs"]
     assert added == ["  - 8", "  - 16", f"  epochs: {epochs + 1}"]
+
+
+def test_values_written_by_dvc_are_read_as_dvc_reads_them(tmp_path: Path) -> None:
+    """DVC writes 0.000001 as `1e-06`: a number in YAML 1.2 (DVC's), a string in YAML 1.1."""
+    copy = tmp_path / "params.yaml"
+    copy.write_text((REPO_ROOT / "params.yaml").read_text())
+    apply_overrides(str(copy), ["build.learning_rate=0.000001"])
+    assert "  learning_rate: 1e-06\n" in copy.read_text()
+    assert load_params(copy).build.learning_rate == 1e-06

@@ -625,7 +625,7 @@ def tiny_dvc_project(path: Path, bed) -> Path:
 
     path.mkdir(parents=True)
     git(path, "init", "-q", "-b", "main")
-    shutil.copytree(REPO_ROOT / ".circleci", path / ".circleci")
+    shutil.copytree(REPO_ROOT / "ci_jobs", path / "ci_jobs")
     dvc = str(BIN / "dvc")
     for command in (
         ["init", "-q"],

@@ -90,6 +90,24 @@ def test_model_card(packaged: Path, shared_mnist: Path) -> None:
     assert "| 9 |" in markdown
 
 
+def test_model_card_says_where_the_model_was_trained(packaged: Path) -> None:
+    card = json.loads((packaged / "dist/mnist/1/assets.extra/model_card.json").read_text())
+    environment = json.loads((packaged / "reports/train.json").read_text())
+    assert card["environment"] == environment
+    assert (environment["device"], environment["strategy"], environment["replicas"]) == (
+        "CPU",
+        "default",
+        1,
+    )
+    build = tf.sysconfig.get_build_info()
+    markdown = " ".join((packaged / "dist/mnist/1/assets.extra/model_card.md").read_text().split())
+    assert (
+        "Trained on CPU (default strategy, 1 replica(s), global batch 128, peak learning rate"
+        f" 0.003), dtype policy float32, XLA off; TensorFlow {tf.__version__} built with CUDA"
+        f" {build['cuda_version']}, cuDNN {build['cudnn_version']}."
+    ) in markdown
+
+
 def files_under(directory: Path) -> dict[str, bytes]:
     return {
         str(path.relative_to(directory)): path.read_bytes()
@@ -157,6 +175,7 @@ def test_a_disagreeing_export_is_refused_and_not_written(
             test_metrics_file=packaged / "metrics/test.json",
             test_report_file=packaged / "reports/test.json",
             data_report_file=packaged / "reports/data_validation.json",
+            train_report_file=packaged / "reports/train.json",
             dist_dir=tmp_path / "dist",
         )
     assert list((tmp_path / "dist/mnist").iterdir()) == []

@@ -24,14 +24,8 @@ from PIL import Image
 
 from reporting import vega_libraries
 from reporting.plots_page import metrics_table, numeric_leaves
-from tests.helpers import (
-    REPO_ROOT,
-    DvcRepo,
-    commit_all,
-    copy_of_repository,
-    fast_params,
-    write_params,
-)
+from testbed.repo import REPO_ROOT, DvcRepo, commit_all, copy_of_repository, write_params
+from tests.helpers import fast_params
 
 CHROMIUM = Path("/usr/bin/chromium")
 TEMPLATE = REPO_ROOT / ".dvc/plots/offline.html"
@@ -330,7 +324,7 @@ def test_plots_diff_renders_both_revisions_offline(
 
 @pytest.mark.slow
 def test_report_adds_the_metrics_table(plotted: DvcRepo, chromium: Path, tmp_path: Path) -> None:
-    result = plotted.run(sys.executable, "-m", "stages.report", "HEAD~1", "-o", "report")
+    result = plotted.run(sys.executable, "-m", "reporting.plots_page", "HEAD~1", "-o", "report")
     assert result.returncode == 0, result.stdout + result.stderr
     page = plotted.repo / "report/index.html"
     dom, requests, shot = render(chromium, page, tmp_path / "report")

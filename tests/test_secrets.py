@@ -75,20 +75,26 @@ def test_committed_dvc_config_names_a_remote_and_holds_no_credentials() -> None:
     assert git(REPO_ROOT, "check-ignore", ".dvc/config.local").strip() == ".dvc/config.local"
 
 
+def _with_options(config_text: str, section: str, **options: str) -> str:
+    """The config with ``options`` added to ``section``, as `dvc remote modify` would write them."""
+    config = ConfigObj(config_text.splitlines())
+    config.setdefault(section, {}).update(options)
+    return "\n".join(config.write()) + "\n"
+
+
 def test_credentials_are_found_in_any_section() -> None:
     committed = (REPO_ROOT / ".dvc/config").read_text()
-    in_remote = (
-        committed + f"    access_key_id = {ACCESS_KEY}\n    secret_access_key = {SECRET_KEY}\n"
-    )
-    assert config_credentials(in_remote) == [
+    remote = 'remote "storage"'
+    keys = _with_options(committed, remote, access_key_id=ACCESS_KEY, secret_access_key=SECRET_KEY)
+    assert config_credentials(keys) == [
         'remote "storage".access_key_id: credential option',
         'remote "storage".access_key_id: AWS access key id',
         'remote "storage".secret_access_key: credential option',
         'remote "storage".secret_access_key: AWS secret access key',
     ]
-    profile = committed + "    profile = my-laptop\n"
+    profile = _with_options(committed, remote, profile="my-laptop")
     assert config_credentials(profile) == ['remote "storage".profile: credential option']
-    disguised = committed + f"['remote \"backup\"']\n    url = s3://b/{ACCESS_KEY}\n"
+    disguised = _with_options(committed, 'remote "backup"', url=f"s3://b/{ACCESS_KEY}")
     assert config_credentials(disguised) == ['remote "backup".url: AWS access key id']
 
 

@@ -13,11 +13,15 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
+from keras.optimizers import LossScaleOptimizer
 
 from stages.cli import StageError
 from stages.config import TrainParams, parse_params
-from stages.keras_io import save_model
+from stages.datasets import load_split
+from stages.keras_io import load_model, save_model
 from stages.model import build_model
+from stages.runtime import FULL, MIXED
 from stages.train import learning_rate_schedule, train, training_batches
 from testbed.repo import REPO_ROOT, write_params
 from tests.helpers import fast_params, write_prepared_subset
@@ -59,17 +63,17 @@ def test_learning_rate_schedules() -> None:
     assert float(no_warmup(0)) == pytest.approx(0.01)
 
 
-def _workspace(root: Path, **train_changes) -> tuple[Path, TrainParams]:
+def _workspace(root: Path, policy: str = FULL, **train_changes) -> tuple[Path, TrainParams]:
     root.mkdir(parents=True, exist_ok=True)
     raw = fast_params(train=train_changes)
     write_params(root, raw)
     params = parse_params(raw)
     write_prepared_subset(root / "data/prepared", train=1000, validation=200, test=10)
-    save_model(build_model(params.build, "float32"), root / "models/untrained.keras")
+    save_model(build_model(params.build, policy), root / "models/untrained.keras")
     return root, params.train
 
 
-def _run(root: Path, params: TrainParams, callbacks=()) -> list[dict]:
+def _run(root: Path, params: TrainParams, callbacks=(), strategy=None) -> list[dict]:
     return train(
         params,
         untrained_model=root / "models/untrained.keras",
@@ -77,12 +81,18 @@ def _run(root: Path, params: TrainParams, callbacks=()) -> list[dict]:
         model_out=root / "models/model.keras",
         live_dir=root / "metrics/train",
         state_dir=root / ".train-state",
+        report_out=root / "reports/train.json",
         extra_callbacks=callbacks,
+        strategy=strategy,
     )
 
 
 def _outputs(root: Path) -> dict[str, bytes]:
-    files = [root / "models/model.keras", *sorted((root / "metrics/train").rglob("*.*"))]
+    files = [
+        root / "models/model.keras",
+        root / "reports/train.json",
+        *sorted((root / "metrics/train").rglob("*.*")),
+    ]
     return {str(path.relative_to(root)): path.read_bytes() for path in files}
 
 
@@ -135,7 +145,7 @@ def test_interrupted_training_resumes_to_the_same_bytes(tmp_path: Path) -> None:
     metrics = json.loads((interrupted / "metrics/train/metrics.json").read_text())
     assert metrics["step"] == 3  # epochs are counted from 1, as in the training log
     loss_curve = (interrupted / "metrics/train/plots/metrics/train/loss.tsv").read_text()
-    assert [line.split("\t")[1] for line in loss_curve.splitlines()] == ["step", "1", "2", "3"]
+    assert [line.split("\t")[0] for line in loss_curve.splitlines()] == ["step", "1", "2", "3"]
     assert metrics["eval"]["accuracy"] == pytest.approx(history[-1]["val_accuracy"])
 
 
@@ -220,3 +230,93 @@ def test_stage_killed_mid_way_then_rerun_matches_uninterrupted(tmp_path: Path) -
     epochs_trained = re.findall(r"^Epoch (\d+)/4$", rerun.stdout, flags=re.MULTILINE)
     assert epochs_trained == [str(epoch) for epoch in range(epochs_done + 1, 5)]
     assert _outputs(killed) == _outputs(reference)
+
+
+def _one_cpu_mirrored() -> tf.distribute.Strategy:
+    return tf.distribute.MirroredStrategy(["/cpu:0"])
+
+
+def test_distributed_path_on_one_cpu_replica(tmp_path: Path) -> None:
+    """What `train` does with several GPUs, run on a CPU: the model, its optimizer, the batches
+    and every step go through a MirroredStrategy (here over one CPU device, one replica); a run
+    interrupted and resumed under it ends with the same bytes."""
+    root, params = _workspace(tmp_path / "uninterrupted", epochs=2)
+    history = _run(root, params, strategy=_one_cpu_mirrored())
+    assert history[-1]["val_accuracy"] > 0.5  # it learned (chance: 0.1)
+    record = json.loads((root / "reports/train.json").read_text())
+    assert (record["strategy"], record["replicas"], record["global_batch_size"]) == (
+        "MirroredStrategy",
+        1,
+        params.batch_size,
+    )
+    model = load_model(root / "models/model.keras")
+    images, labels = load_split("validation", root / "data/prepared")
+    accuracy = float((model.predict(images, verbose=0).argmax(axis=1) == labels).mean())
+    assert accuracy == pytest.approx(history[-1]["val_accuracy"], abs=1e-6)
+
+    interrupted, _ = _workspace(tmp_path / "interrupted", epochs=2)
+    with pytest.raises(KeyboardInterrupt):
+        _run(interrupted, params, callbacks=(_Crash(epoch=0),), strategy=_one_cpu_mirrored())
+    trained = _EpochsTrained(interrupted / ".train-state")
+    assert _run(interrupted, params, (trained,), _one_cpu_mirrored()) == history
+    assert trained.epochs == [1]
+    assert _outputs(interrupted) == _outputs(root)
+
+
+TWO_CPU_REPLICAS = """
+import sys
+from pathlib import Path
+
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+from stages.config import load_params
+from stages.train import train
+
+for root in map(Path, sys.argv[1:]):
+    train(
+        load_params(root / "params.yaml").train,
+        untrained_model=root / "models/untrained.keras",
+        prepared_dir=root / "data/prepared",
+        model_out=root / "models/model.keras",
+        live_dir=root / "metrics/train",
+        state_dir=root / ".train-state",
+        report_out=root / "reports/train.json",
+        strategy=tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]),
+    )
+"""
+
+
+def test_two_replicas_scale_batch_and_learning_rate_and_stay_deterministic(
+    tmp_path: Path,
+) -> None:
+    """Two replicas (two logical CPU devices, as two GPUs would be) in mixed precision, as on a
+    multi-GPU machine: every step is split between them, the global batch and the peak learning
+    rate double, loss scaling is on, and two runs give equal bytes."""
+    roots = [
+        _workspace(tmp_path / name, policy=MIXED, epochs=1, batch_size=64)[0] for name in ("a", "b")
+    ]
+    result = subprocess.run(
+        [sys.executable, "-c", TWO_CPU_REPLICAS, *map(str, roots)],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((roots[0] / "reports/train.json").read_text())
+    assert (record["strategy"], record["replicas"], record["global_batch_size"]) == (
+        "MirroredStrategy",
+        2,
+        128,
+    )
+    assert record["peak_learning_rate"] == pytest.approx(2 * 0.003)
+    assert record["precision_policy"] == MIXED
+    assert isinstance(load_model(roots[0] / "models/model.keras").optimizer, LossScaleOptimizer)
+    assert "8/8" in result.stdout  # 1000 examples in global batches of 128: 8 steps per epoch
+    metrics = json.loads((roots[0] / "metrics/train/metrics.json").read_text())
+    assert metrics["eval"]["accuracy"] > 0.5
+    assert _outputs(roots[0]) == _outputs(roots[1])

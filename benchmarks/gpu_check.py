@@ -1,0 +1,262 @@
+"""One-command check of training on a GPU machine: speed, time to 99.0%, and determinism.
+
+    OUT=/some/dir python -m benchmarks.gpu_check [--epochs N]
+
+Runs the pipeline's own code (stages.fetch/prepare for the split, stages.model to build,
+stages.train to train, on whatever devices TensorFlow sees) twice, each run in its own process
+as `dvc repro` runs build and train, and writes ``gpu_check.md``, ``gpu_check.json`` and each
+run's log to ``$OUT``: images/s per epoch (training only), test accuracy after every epoch, the
+training time at which it first reaches 99.0% on the MNIST test set (evaluation excluded), and
+whether the two runs end with identical weights. MNIST comes from ``$MNIST_MIRROR`` or
+``../shared/datasets/mnist``; no network. Bounded to finish within 5 minutes on one H200-class
+GPU: at most ``MAX_EPOCHS`` epochs, and the second run is skipped (and said so) if the first
+leaves too little of ``--budget-s``. This process itself never touches a GPU (TensorFlow would
+reserve its memory): it prepares the data and compares the runs.
+
+Without a GPU it stops with one line; ``--allow-cpu`` (with ``--subset``) dry-runs it on a CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from stages import devices, runtime
+from stages.artifacts import save_arrays, to_json
+from stages.cli import StageError, run_stage
+from stages.config import Params, load_params
+from stages.datasets import load_split
+from stages.fetch import fetch_all
+from stages.keras_io import load_model, save_model
+from stages.model import build_model
+from stages.prepare import prepare
+from stages.train import train
+from testbed.repo import REPO_ROOT
+
+TARGET_ACCURACY = 0.99
+MAX_EPOCHS = 15
+NO_GPU = (
+    "gpu_check: no GPU visible to TensorFlow (tf.config.list_physical_devices('GPU') is empty);"
+    " run it on a GPU machine with TensorFlow's CUDA libraries, or pass --allow-cpu for a dry run"
+)
+
+
+class EpochClock(keras.callbacks.Callback):
+    """Training seconds per epoch (up to validation), then test accuracy, not timed."""
+
+    def __init__(self, test_images: np.ndarray, test_labels: np.ndarray, train_count: int):
+        super().__init__()
+        self.test_images, self.test_labels, self.train_count = test_images, test_labels, train_count
+        self.epochs: list[dict] = []
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.started, self.seconds = time.perf_counter(), None
+
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        if self.seconds is None:  # fit's validation: the epoch's training is over
+            self.seconds = time.perf_counter() - self.started
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        seconds = self.seconds or time.perf_counter() - self.started
+        predicted = self.model.predict(self.test_images, batch_size=1000, verbose=0).argmax(axis=1)
+        self.epochs.append(
+            {
+                "epoch": epoch + 1,
+                "train_s": round(seconds, 3),
+                "images_per_s": round(self.train_count / seconds, 1),
+                "test_accuracy": float((predicted == self.test_labels).mean()),
+            }
+        )
+
+
+def time_to_accuracy(epochs: list[dict], target: float = TARGET_ACCURACY) -> float | None:
+    """Training seconds until the end of the first epoch at or above ``target``; None if never."""
+    elapsed = 0.0
+    for epoch in epochs:
+        elapsed += epoch["train_s"]
+        if epoch["test_accuracy"] >= target:
+            return round(elapsed, 3)
+    return None
+
+
+def prepared_workspace(root: Path, params: Params, mirror: str, subset: int | None) -> Path:
+    """``data/prepared`` as the pipeline makes it; with ``subset``, only the first examples."""
+    fetch_all(root / "raw", [mirror])
+    prepared = root / "prepared"
+    prepare(root / "raw", prepared, root / "data_validation.json", params.prepare)
+    if subset:
+        for split, count in (("train", subset), ("validation", subset), ("test", subset)):
+            images, labels = load_split(split, prepared)
+            save_arrays(prepared / split, {"images": images[:count], "labels": labels[:count]})
+    return prepared
+
+
+def training_run(run_dir: Path, params: Params) -> dict:
+    """Build and train as the pipeline does, in ``run_dir`` beside ``prepared/``; the result."""
+    prepared = run_dir.parent / "prepared"
+    policy = runtime.precision_policy(params.build.mixed_precision, bool(devices.gpu_names()))
+    save_model(build_model(params.build, policy), run_dir / "untrained.keras")
+    test_images, test_labels = load_split("test", prepared)
+    clock = EpochClock(test_images, test_labels, len(load_split("train", prepared)[1]))
+    train(
+        params.train,
+        untrained_model=run_dir / "untrained.keras",
+        prepared_dir=prepared,
+        model_out=run_dir / "model.keras",
+        live_dir=run_dir / "live",
+        state_dir=run_dir / "state",
+        report_out=run_dir / "train.json",
+        extra_callbacks=(clock,),
+    )
+    return {
+        "epochs": clock.epochs,
+        "time_to_99_s": time_to_accuracy(clock.epochs),
+        "final_accuracy": clock.epochs[-1]["test_accuracy"],
+        "environment": json.loads((run_dir / "train.json").read_text()),
+    }
+
+
+def run_in_own_process(run_dir: Path, epochs: int, log: Path, timeout_s: float) -> dict:
+    """One training run in a fresh process (``--run-in``); its output goes to ``log``."""
+    command = [sys.executable, "-m", "benchmarks.gpu_check", "--run-in", str(run_dir)]
+    try:
+        with log.open("w") as output:
+            result = subprocess.run(
+                [*command, "--epochs", str(epochs)],
+                cwd=REPO_ROOT,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                check=False,
+                timeout=timeout_s,
+            )
+    except subprocess.TimeoutExpired:
+        raise StageError(f"{run_dir.name} did not finish in {timeout_s:.0f} s; see {log}") from None
+    if result.returncode:
+        last = log.read_text().strip().splitlines()[-1:] or ["no output"]
+        raise StageError(f"{run_dir.name} failed (exit {result.returncode}): {last[0]}; see {log}")
+    return json.loads((run_dir / "run.json").read_text())
+
+
+def same_weights(first: Path, second: Path) -> bool:
+    pairs = zip(load_model(first).get_weights(), load_model(second).get_weights(), strict=True)
+    return all(np.array_equal(a, b) for a, b in pairs)
+
+
+def markdown(report: dict) -> str:
+    environment = report["runs"][0]["environment"]
+    tensorflow = environment["tensorflow"]
+    gpus = ", ".join(environment["gpus"])
+    rows = "\n".join(
+        f"| {number} | {e['epoch']} | {e['train_s']:.2f} | {e['images_per_s']:.0f} |"
+        f" {e['test_accuracy']:.4f} |"
+        for number, run in enumerate(report["runs"], start=1)
+        for e in run["epochs"]
+    )
+    reached = "; ".join(
+        f"run {number}: "
+        + (f"{run['time_to_99_s']:.1f} s" if run["time_to_99_s"] is not None else "not reached")
+        for number, run in enumerate(report["runs"], start=1)
+    )
+    return "\n".join(
+        [
+            "# GPU check",
+            "",
+            f"`python -m benchmarks.gpu_check`: {report['epochs']} epoch(s),"
+            f" {report['train_examples']} training images.",
+            f"Device: {environment['device']}{f' ({gpus})' if gpus else ''};"
+            f" {environment['strategy']} strategy, {environment['replicas']} replica(s),"
+            f" global batch {environment['global_batch_size']};"
+            f" dtype policy {environment['precision_policy']};"
+            f" XLA {'on' if environment['xla'] else 'off'}.",
+            f"TensorFlow {tensorflow['version']} (CUDA {tensorflow['cuda_version']},"
+            f" cuDNN {tensorflow['cudnn_version']}), Python {report['python']}.",
+            "",
+            f"- time to {TARGET_ACCURACY:.1%} test accuracy (training seconds): {reached}",
+            f"- identical weights after two runs: {report['identical_weights']}",
+            f"- wall time of the check: {report['wall_s']:.0f} s",
+            "",
+            "| run | epoch | train s | images/s | test accuracy |",
+            "|---|---|---|---|---|",
+            rows,
+            "",
+        ]
+    )
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, help="default: train.epochs of params.yaml")
+    parser.add_argument("--allow-cpu", action="store_true", help="dry run without a GPU")
+    parser.add_argument("--subset", type=int, help="use only the first N examples of each split")
+    parser.add_argument("--budget-s", type=float, default=270.0, help="skip run 2 past this")
+    parser.add_argument("--run-in", type=Path, help=argparse.SUPPRESS)  # one run, internal
+    args = parser.parse_args(argv)
+    if args.epochs is not None and not 1 <= args.epochs <= MAX_EPOCHS:
+        parser.error(f"--epochs must be 1-{MAX_EPOCHS}")
+    return args
+
+
+def check_params(epochs: int | None) -> Params:
+    """The repository's params, with ``epochs`` (default ``train.epochs``, at most MAX_EPOCHS)."""
+    params = load_params(REPO_ROOT / "params.yaml")
+    epochs = epochs or min(params.train.epochs, MAX_EPOCHS)
+    return params.model_copy(update={"train": params.train.model_copy(update={"epochs": epochs})})
+
+
+def run_check(args: argparse.Namespace, out: Path) -> dict:
+    """Prepare, then build and train twice; write the report to ``out`` and return it."""
+    started = time.perf_counter()
+    mirror = os.environ.get("MNIST_MIRROR") or str(REPO_ROOT.parent / "shared/datasets/mnist")
+    params = check_params(args.epochs)
+    epochs = params.train.epochs
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="gpu_check.") as scratch:
+        root = Path(scratch)
+        prepared = prepared_workspace(root, params, mirror, args.subset)
+        runs = [run_in_own_process(root / "run1", epochs, out / "run1.log", args.budget_s)]
+        first_run_s = time.perf_counter() - started
+        if first_run_s * 2 < args.budget_s:
+            left_s = args.budget_s - first_run_s
+            runs.append(run_in_own_process(root / "run2", epochs, out / "run2.log", left_s))
+            identical = same_weights(root / "run1/model.keras", root / "run2/model.keras")
+        else:
+            identical = f"not checked: run 1 took {first_run_s:.0f} s of {args.budget_s:.0f} s"
+        report = {
+            "epochs": epochs,
+            "train_examples": len(load_split("train", prepared)[1]),
+            "python": platform.python_version(),
+            "runs": runs,
+            "identical_weights": identical,
+            "wall_s": round(time.perf_counter() - started, 1),
+        }
+    (out / "gpu_check.json").write_text(to_json(report))
+    (out / "gpu_check.md").write_text(markdown(report))
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.run_in:
+        args.run_in.mkdir(parents=True)
+        result = training_run(args.run_in, check_params(args.epochs))
+        (args.run_in / "run.json").write_text(to_json(result))
+        return
+    if not args.allow_cpu and not devices.gpu_names():
+        sys.exit(NO_GPU)
+    if not os.environ.get("OUT"):
+        sys.exit("gpu_check: set OUT to the directory to write the report to")
+    print(markdown(run_check(args, Path(os.environ["OUT"]))))
+
+
+if __name__ == "__main__":
+    run_stage("gpu_check", main)

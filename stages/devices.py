@@ -1,0 +1,81 @@
+"""Where training runs: the visible GPUs, the distribution strategy for them, and a record of both.
+
+``build.mixed_precision: auto`` and the strategy depend on the hardware, which DVC's run-cache
+cannot see; the record written beside the trained model (``reports/train.json``, copied into the
+model card) says where a restored model was made. It holds no timestamps, host names or timings,
+and on a CPU no CPU model either, so every CPU machine writes the same bytes.
+
+The strategy is a pure function of the visible GPUs, so its branches are tested with fake lists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import keras
+import tensorflow as tf
+
+MIRRORED = "MirroredStrategy"
+DEFAULT = "default"
+
+
+@dataclass(frozen=True)
+class StrategyChoice:
+    name: str  # DEFAULT (one device: nothing to distribute) or MIRRORED
+    devices: tuple[str, ...]  # the devices MIRRORED replicates over; () for DEFAULT
+
+
+def gpu_names() -> list[str]:
+    """The visible GPUs by model name (e.g. ``NVIDIA H200``), in device order."""
+    return [
+        tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
+        for gpu in tf.config.list_physical_devices("GPU")
+    ]
+
+
+def choose_strategy(gpus: Sequence[str]) -> StrategyChoice:
+    """Data-parallel over every GPU when there are several; otherwise TF's default strategy.
+
+    One device (a CPU, or one GPU) gains nothing from replication and would pay its overhead.
+    """
+    if len(gpus) < 2:
+        return StrategyChoice(DEFAULT, ())
+    return StrategyChoice(MIRRORED, tuple(f"/gpu:{index}" for index in range(len(gpus))))
+
+
+def make_strategy(choice: StrategyChoice) -> tf.distribute.Strategy:
+    if choice.name == MIRRORED:
+        return tf.distribute.MirroredStrategy(list(choice.devices))
+    return tf.distribute.get_strategy()
+
+
+def strategy_name(strategy: tf.distribute.Strategy) -> str:
+    return MIRRORED if isinstance(strategy, tf.distribute.MirroredStrategy) else DEFAULT
+
+
+def tensorflow_build() -> dict:
+    """The TensorFlow build: its version and the CUDA/cuDNN it was compiled against, if any."""
+    info = tf.sysconfig.get_build_info()
+    return {
+        "version": tf.__version__,
+        "cuda_build": bool(info.get("is_cuda_build", False)),
+        "cuda_version": info.get("cuda_version"),
+        "cudnn_version": info.get("cudnn_version"),
+    }
+
+
+def environment_record(
+    gpus: Sequence[str], strategy: tf.distribute.Strategy, model: keras.Model
+) -> dict:
+    """What the trained weights depend on besides data, code and params."""
+    return {
+        "device": f"{len(gpus)} x GPU" if gpus else "CPU",
+        "gpus": list(gpus),
+        "gpu_count": len(gpus),
+        "precision_policy": model.dtype_policy.name,
+        "xla": bool(model.jit_compile),
+        "strategy": strategy_name(strategy),
+        "replicas": strategy.num_replicas_in_sync,
+        "tensorflow": tensorflow_build(),
+    }

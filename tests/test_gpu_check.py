@@ -1,0 +1,80 @@
+"""benchmarks/gpu_check.py: refuses a machine without a GPU; its logic dry-run on a CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import gpu_check
+from stages import devices
+from testbed.repo import REPO_ROOT
+
+
+def test_without_a_gpu_it_stops_with_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.gpu_check"],
+        cwd=REPO_ROOT,
+        env={**os.environ, "OUT": str(tmp_path), "CUDA_VISIBLE_DEVICES": "-1"},  # hide any GPU
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == gpu_check.NO_GPU
+    assert result.stdout == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_time_to_accuracy_counts_training_seconds_up_to_the_first_epoch_at_target() -> None:
+    epochs = [
+        {"train_s": 3.0, "test_accuracy": 0.985},
+        {"train_s": 2.5, "test_accuracy": 0.9901},
+        {"train_s": 2.5, "test_accuracy": 0.989},
+    ]
+    assert gpu_check.time_to_accuracy(epochs) == 5.5
+    assert gpu_check.time_to_accuracy(epochs, target=0.995) is None
+
+
+def test_dry_run_on_a_cpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_mnist: Path, capsys
+) -> None:
+    """The whole check, small: real MNIST from the mirror, the pipeline's split, two runs in
+    two processes (build and train, as DVC runs them) that must end with the same weights."""
+    monkeypatch.setenv("OUT", str(tmp_path / "out"))
+    monkeypatch.setenv("MNIST_MIRROR", str(shared_mnist))
+    gpu_check.main(["--allow-cpu", "--epochs", "1", "--subset", "1000"])
+
+    report = json.loads((tmp_path / "out/gpu_check.json").read_text())
+    assert (report["epochs"], report["train_examples"], len(report["runs"])) == (1, 1000, 2)
+    for run in report["runs"]:
+        (epoch,) = run["epochs"]
+        assert epoch["epoch"] == 1 and epoch["train_s"] > 0
+        assert epoch["images_per_s"] == pytest.approx(1000 / epoch["train_s"], rel=1e-3)
+        assert 0.5 < epoch["test_accuracy"] < 0.99  # learned, on 1000 test images; not 99% yet
+        assert run["time_to_99_s"] is None
+        assert run["final_accuracy"] == epoch["test_accuracy"]
+    gpus = devices.gpu_names()
+    environment = report["runs"][0]["environment"]
+    assert environment["device"] == (f"{len(gpus)} x GPU" if gpus else "CPU")
+    assert environment["global_batch_size"] == 128 * environment["replicas"]
+    assert report["identical_weights"] is True
+    assert (
+        report["runs"][0]["epochs"][0]["test_accuracy"]
+        == (report["runs"][1]["epochs"][0]["test_accuracy"])
+    )
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == [
+        "gpu_check.json",
+        "gpu_check.md",
+        "run1.log",
+        "run2.log",
+    ]
+    assert "8/8 - " in (tmp_path / "out/run2.log").read_text()  # 1000 images, batches of 128
+    markdown = (tmp_path / "out/gpu_check.md").read_text()
+    assert "- identical weights after two runs: True" in markdown
+    assert "- time to 99.0% test accuracy (training seconds): run 1: not reached" in markdown
+    assert markdown in capsys.readouterr().out
