@@ -38,6 +38,7 @@ import tensorflow as tf
 from keras import layers
 from ruamel.yaml import YAML
 
+from benchmarks.machine import busy_note, cpu_model
 from stages import runtime
 from stages.config import PARAMS_FILE, Params, parse_params
 from stages.datasets import load_split
@@ -56,7 +57,6 @@ DEFAULT_MIRROR = REPO_ROOT.parent / "shared" / "datasets" / "mnist"
 REFERENCE_EPOCHS = 15
 REFERENCE_BATCH = 128
 EVAL_BATCH = 1000
-BUSY_LOAD = 0.5  # load average per core above which the report warns that times are inflated
 
 
 @dataclass
@@ -74,7 +74,7 @@ class Run:
     def record(self, seconds: float, cpu_seconds: float, accuracy: float) -> None:
         """Add an epoch that took ``seconds`` (``cpu_seconds`` of CPU) and ended at ``accuracy``.
 
-        CPU seconds compare the cost of models even on a busy machine, where wall time does not.
+        CPU seconds are steadier than wall time on a busy machine (though not immune to it).
         """
         elapsed = seconds + (self.epochs[-1]["elapsed_s"] if self.epochs else 0.0)
         self.epochs.append(
@@ -211,17 +211,9 @@ def prepared_data(mirror: str, work: Path, params: Params, subset: int | None) -
 
 def environment() -> dict:
     """Where and with what the numbers were measured."""
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor() or "unknown",
-    )
     return {
         "date": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
-        "machine": f"{os.cpu_count()} CPU cores ({cpu}), GPUs: {runtime.gpu_available()}",
+        "machine": f"{os.cpu_count()} CPU cores ({cpu_model()}), GPUs: {runtime.gpu_available()}",
         "threads": {
             "intra_op": tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count(),
             "inter_op": tf.config.threading.get_inter_op_parallelism_threads() or os.cpu_count(),
@@ -281,12 +273,7 @@ def markdown(report: dict, command: str) -> str:
     ratio = "—" if report["ratio"] is None else f"{report['ratio']:.3f}"
     ideas = IDEAS.read_text() if IDEAS.exists() else ""
     load = env["load_average_1m_at_end"]
-    busy = (
-        f"\n**The machine was busy** (load average {load} on {os.cpu_count()} cores): times are"
-        " inflated; epochs and accuracies are not affected.\n"
-        if load > BUSY_LOAD * (os.cpu_count() or 1)
-        else ""
-    )
+    busy = busy_note(load)
     return f"""# Time to 99% test accuracy
 
 - measured {env["date"]} by `{command}`
