@@ -1,0 +1,323 @@
+"""Time to 99% MNIST test accuracy: the Keras ``mnist_convnet`` example against this pipeline.
+
+    .venv/bin/python -m benchmarks.time_to_accuracy            # full run, writes the report
+    .venv/bin/python -m benchmarks.time_to_accuracy --max-epochs 1 --train-subset 512  # smoke
+
+In one process (same machine, same threads), from the same raw MNIST files:
+
+- **reference**: the Keras example (Conv32-Pool-Conv64-Pool-Flatten-Dropout(0.5)-Dense10 softmax,
+  Adam at its default rate, categorical cross-entropy, batch 128, up to 15 epochs, inputs scaled
+  to [0, 1]), fitted as the example fits it: on the 60,000 training images with
+  ``validation_split=0.1`` (so it learns from the first 54,000 and validates on the last 6,000);
+- **project**: ``stages.model.build_model`` and ``stages.train.train`` with ``params.yaml``
+  (``-S section.key=value`` overrides it), on the split ``stages.prepare`` makes (54,000 / 6,000).
+
+Both are evaluated on the 10,000 MNIST test images after every epoch; the evaluation's time is
+excluded from the training time, which otherwise counts everything ``fit`` does (its validation,
+and the project's per-epoch checkpoint). Writes ``TIME_TO_ACCURACY.{json,md}`` to ``--out-dir``;
+the Markdown ends with ``TIME_TO_ACCURACY_IDEAS.md``, the hand-kept table of ideas tried.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
+from ruamel.yaml import YAML
+
+from benchmarks.machine import busy_note, cpu_model
+from stages import runtime
+from stages.config import PARAMS_FILE, Params, parse_params
+from stages.datasets import load_split
+from stages.fetch import fetch_all
+from stages.keras_io import save_model
+from stages.model import build_model
+from stages.prepare import load_raw, prepare
+from stages.task import NUM_CLASSES
+from stages.train import train
+from testbed.repo import REPO_ROOT
+
+TARGET = 0.99
+BENCHMARKS = REPO_ROOT / "benchmarks"
+IDEAS = BENCHMARKS / "TIME_TO_ACCURACY_IDEAS.md"
+DEFAULT_MIRROR = REPO_ROOT.parent / "shared" / "datasets" / "mnist"
+REFERENCE_EPOCHS = 15
+REFERENCE_BATCH = 128
+EVAL_BATCH = 1000
+
+
+@dataclass
+class Run:
+    """One model's training curve on the test set, and when it first reached ``TARGET``."""
+
+    name: str
+    description: str
+    train_images: int
+    epochs: list[dict] = field(default_factory=list)
+    time_to_99_s: float | None = None
+    epochs_to_99: int | None = None
+    final_accuracy: float | None = None
+
+    def record(self, seconds: float, cpu_seconds: float, accuracy: float) -> None:
+        """Add an epoch that took ``seconds`` (``cpu_seconds`` of CPU) and ended at ``accuracy``.
+
+        CPU seconds are steadier than wall time on a busy machine (though not immune to it).
+        """
+        elapsed = seconds + (self.epochs[-1]["elapsed_s"] if self.epochs else 0.0)
+        self.epochs.append(
+            {
+                "epoch": len(self.epochs) + 1,
+                "seconds": round(seconds, 3),
+                "cpu_seconds": round(cpu_seconds, 3),
+                "elapsed_s": round(elapsed, 3),
+                "images_per_s": round(self.train_images / seconds, 1),
+                "test_accuracy": round(accuracy, 6),
+            }
+        )
+        self.final_accuracy = round(accuracy, 6)
+        if self.time_to_99_s is None and accuracy >= TARGET:
+            self.time_to_99_s, self.epochs_to_99 = round(elapsed, 3), len(self.epochs)
+
+
+class TestEvaluation(keras.callbacks.Callback):
+    """After every epoch: the training time since the last one, then the (untimed) test accuracy.
+
+    Keras calls it after the pipeline's own epoch-end callbacks (checkpoint, log), so those count
+    as training, as they do in the ``train`` stage.
+    """
+
+    def __init__(self, run: Run, images: np.ndarray, labels: np.ndarray):
+        super().__init__()
+        self.run, self.images, self.labels = run, images, labels
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.started, self.cpu_started = time.perf_counter(), time.process_time()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        seconds = time.perf_counter() - self.started
+        cpu_seconds = time.process_time() - self.cpu_started
+        probabilities = self.model.predict(self.images, batch_size=EVAL_BATCH, verbose=0)
+        accuracy = float((probabilities.argmax(axis=1) == self.labels).mean())
+        self.run.record(seconds, cpu_seconds, accuracy)
+        print(
+            f"{self.run.name} epoch {epoch + 1}: {seconds:.1f} s ({cpu_seconds:.1f} s CPU),"
+            f" test accuracy {accuracy:.4f}",
+            flush=True,
+        )
+
+
+def reference_model() -> keras.Model:
+    """The Keras example ``mnist_convnet`` (keras.io/examples/vision/mnist_convnet), as written."""
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(28, 28, 1)),
+            layers.Conv2D(32, kernel_size=(3, 3), activation="relu"),
+            layers.MaxPooling2D(pool_size=(2, 2)),
+            layers.Conv2D(64, kernel_size=(3, 3), activation="relu"),
+            layers.MaxPooling2D(pool_size=(2, 2)),
+            layers.Flatten(),
+            layers.Dropout(0.5),
+            layers.Dense(NUM_CLASSES, activation="softmax"),
+        ]
+    )
+    model.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
+    return model
+
+
+def run_reference(
+    raw_dir: Path, epochs: int, subset: int | None, test: tuple[np.ndarray, np.ndarray]
+) -> Run:
+    """Train the example as it is written, on the raw training images (first ``subset``)."""
+    train_split, _ = load_raw(raw_dir)
+    images = (train_split.images[:subset].astype("float32") / 255)[..., None]
+    labels = keras.utils.to_categorical(train_split.labels[:subset], NUM_CLASSES)
+    test_images = (test[0].astype("float32") / 255)[..., None]
+    keras.utils.set_random_seed(42)
+    fitted = len(labels) - int(len(labels) * 0.1)  # what validation_split leaves to train on
+    run = Run("reference", "Keras mnist_convnet example", fitted)
+    reference_model().fit(
+        images,
+        labels,
+        batch_size=REFERENCE_BATCH,
+        epochs=epochs,
+        validation_split=0.1,
+        callbacks=[TestEvaluation(run, test_images, test[1])],
+        verbose=0,
+    )
+    return run
+
+
+def run_project(params: Params, prepared_dir: Path, work: Path, test: tuple) -> Run:
+    """Build and train the project's model with the pipeline's own functions."""
+    policy = runtime.precision_policy(params.build.mixed_precision, runtime.gpu_available())
+    untrained = work / "untrained.keras"
+    save_model(build_model(params.build, policy), untrained)
+    filters = "/".join(map(str, params.build.conv_filters))
+    description = (
+        f"conv {filters}, dense {params.build.dense_units}, batch norm {params.build.batch_norm},"
+        f" {params.train.epochs} epochs,"
+        f" batch {params.train.batch_size}, {params.build.optimizer} {params.build.learning_rate}"
+        f" {params.train.lr_schedule}"
+    )
+    run = Run("project", description, len(load_split("train", prepared_dir)[1]))
+    train(
+        params.train,
+        untrained_model=untrained,
+        prepared_dir=prepared_dir,
+        model_out=work / "model.keras",
+        live_dir=work / "live",
+        state_dir=work / "state",
+        extra_callbacks=(TestEvaluation(run, *test),),
+    )
+    return run
+
+
+def load_params_with(overrides: list[str], max_epochs: int | None) -> Params:
+    """``params.yaml`` with ``section.key=value`` overrides (values read as YAML, like ``-S``)."""
+    raw = YAML(typ="safe", pure=True).load((REPO_ROOT / PARAMS_FILE).read_text())
+    for override in overrides:
+        key, _, value = override.partition("=")
+        section, _, name = key.partition(".")
+        raw[section][name] = YAML(typ="safe", pure=True).load(value)
+    if max_epochs is not None:
+        raw["train"]["epochs"] = min(raw["train"]["epochs"], max_epochs)
+    return parse_params(raw)
+
+
+def prepared_data(mirror: str, work: Path, params: Params, subset: int | None) -> Path:
+    """MNIST from ``mirror``, split by ``prepare`` in ``work``; train cut to ``subset``."""
+    raw_dir, prepared_dir = work / "raw", work / "prepared"
+    fetch_all(raw_dir, [mirror])
+    prepare(raw_dir, prepared_dir, work / "data_validation.json", params.prepare)
+    if subset is not None:
+        images, labels = load_split("train", prepared_dir)
+        np.save(prepared_dir / "train" / "images.npy", images[:subset])
+        np.save(prepared_dir / "train" / "labels.npy", labels[:subset])
+    return prepared_dir
+
+
+def environment() -> dict:
+    """Where and with what the numbers were measured."""
+    return {
+        "date": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        "machine": f"{os.cpu_count()} CPU cores ({cpu_model()}), GPUs: {runtime.gpu_available()}",
+        "threads": {
+            "intra_op": tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count(),
+            "inter_op": tf.config.threading.get_inter_op_parallelism_threads() or os.cpu_count(),
+        },
+        "load_average_1m_at_end": round(os.getloadavg()[0], 2),
+        "versions": {
+            "python": platform.python_version(),
+            **{name: metadata.version(name) for name in ("tensorflow", "keras", "numpy")},
+        },
+    }
+
+
+def benchmark(args: argparse.Namespace) -> dict:
+    """Run both models; return the report (``ratio`` is project / reference time to 99%)."""
+    params = load_params_with(args.set, args.max_epochs)
+    runs = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Path(scratch)
+        prepared_dir = prepared_data(args.mirror, work, params, args.train_subset)
+        test = load_split("test", prepared_dir)
+        test = (test[0][: args.test_subset], test[1][: args.test_subset])
+        if not args.project_only:
+            epochs = min(REFERENCE_EPOCHS, args.max_epochs or REFERENCE_EPOCHS)
+            runs["reference"] = run_reference(work / "raw", epochs, args.train_subset, test)
+        runs["project"] = run_project(params, prepared_dir, work, test)
+    report = {"environment": environment(), "test_images": len(test[1])}
+    report.update({name: asdict(run) for name, run in runs.items()})
+    times = [runs[name].time_to_99_s if name in runs else None for name in ("project", "reference")]
+    report["ratio"] = round(times[0] / times[1], 4) if None not in times else None
+    return report
+
+
+def _seconds(value: float | None) -> str:
+    return "not reached" if value is None else f"{value:.1f} s"
+
+
+def markdown(report: dict, command: str) -> str:
+    """The report as Markdown, followed by the hand-kept table of ideas tried."""
+    env = report["environment"]
+    versions = ", ".join(f"{name} {version}" for name, version in env["versions"].items())
+    runs = [report[name] for name in ("reference", "project") if name in report]
+    summary = "\n".join(
+        f"| {run['name']} | {run['description']} | {_seconds(run['time_to_99_s'])}"
+        f" | {run['epochs_to_99'] or '—'} | {run['final_accuracy']:.4f} |"
+        for run in runs
+    )
+    curves = "\n\n".join(
+        f"**{run['name']}** ({run['train_images']} training images per epoch)\n\n"
+        "| epoch | seconds | CPU seconds | images/s | test accuracy |\n|---|---|---|---|---|\n"
+        + "\n".join(
+            f"| {e['epoch']} | {e['seconds']:.1f} | {e['cpu_seconds']:.1f}"
+            f" | {e['images_per_s']:.0f} | {e['test_accuracy']:.4f} |"
+            for e in run["epochs"]
+        )
+        for run in runs
+    )
+    ratio = "—" if report["ratio"] is None else f"{report['ratio']:.3f}"
+    ideas = IDEAS.read_text() if IDEAS.exists() else ""
+    load = env["load_average_1m_at_end"]
+    busy = busy_note(load)
+    return f"""# Time to 99% test accuracy
+
+- measured {env["date"]} by `{command}`
+- machine: {env["machine"]}; load average at the end {load}
+- TensorFlow threads: intra-op {env["threads"]["intra_op"]}, inter-op {env["threads"]["inter_op"]}
+- {versions}
+- test set: {report["test_images"]} MNIST test images, evaluated after every epoch (not timed)
+{busy}
+| model | what | time to 99.0% (training only) | epochs | final test accuracy |
+|---|---|---|---|---|
+{summary}
+
+**Ratio (project / reference): {ratio}** (goal ≤ 0.167, record 0.125).
+
+{curves}
+
+{ideas}"""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mirror", default=os.environ.get("MNIST_MIRROR", str(DEFAULT_MIRROR)))
+    parser.add_argument("--out-dir", type=Path, default=BENCHMARKS)
+    parser.add_argument("--max-epochs", type=int, help="cap both models' epochs (smoke runs)")
+    parser.add_argument("--train-subset", type=int, help="train on the first N images only")
+    parser.add_argument("--test-subset", type=int, help="evaluate on the first N test images")
+    parser.add_argument("--project-only", action="store_true", help="skip the reference")
+    parser.add_argument(
+        "-S", "--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        help="override a param of params.yaml, as `dvc exp run -S` does",
+    )  # fmt: skip
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    report = benchmark(args)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / "TIME_TO_ACCURACY.json").write_text(json.dumps(report, indent=2) + "\n")
+    command = " ".join(["python -m benchmarks.time_to_accuracy", *argv])
+    (args.out_dir / "TIME_TO_ACCURACY.md").write_text(markdown(report, command))
+    print(json.dumps({k: report[k] for k in ("ratio",)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""The benchmark scripts, run in smoke mode: they work and report what they promise.
+
+They are run as a user runs them (``python -m benchmarks.<name>``), never imported: benchmarks
+and tests share only ``testbed``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from testbed.repo import REPO_ROOT
+
+pytestmark = pytest.mark.benchmark
+
+
+def test_time_to_accuracy_smoke_run_writes_both_reports(tmp_path: Path, shared_mnist: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.time_to_accuracy", "--mirror", str(shared_mnist),
+         "--out-dir", str(tmp_path), "--max-epochs", "1", "--train-subset", "600",
+         "--test-subset", "500"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "TIME_TO_ACCURACY.json").read_text())
+    assert report["test_images"] == 500
+    assert report["environment"]["threads"]["intra_op"] >= 1
+    for name, images in (("reference", 540), ("project", 600)):  # the example holds out 10%
+        run = report[name]
+        assert run["train_images"] == images
+        assert len(run["epochs"]) == 1
+        epoch = run["epochs"][0]
+        assert epoch["seconds"] > 0 and epoch["images_per_s"] > 0
+        assert 0.1 < run["final_accuracy"] == epoch["test_accuracy"] <= 1  # learned something
+        # 600 images for one epoch cannot reach 99%; the time is then absent, not made up
+        assert run["time_to_99_s"] is None and run["epochs_to_99"] is None
+    assert report["ratio"] is None
+    markdown = (tmp_path / "TIME_TO_ACCURACY.md").read_text()
+    assert "| reference | Keras mnist_convnet example | not reached |" in markdown
+    assert "**Ratio (project / reference): —**" in markdown
