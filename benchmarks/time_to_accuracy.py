@@ -39,7 +39,7 @@ from keras import layers
 from ruamel.yaml import YAML
 
 from benchmarks.machine import busy_note, cpu_model
-from stages import runtime
+from stages import devices, runtime
 from stages.config import PARAMS_FILE, Params, parse_params
 from stages.datasets import load_split
 from stages.fetch import fetch_all
@@ -162,7 +162,7 @@ def run_reference(
 
 def run_project(params: Params, prepared_dir: Path, work: Path, test: tuple) -> Run:
     """Build and train the project's model with the pipeline's own functions."""
-    policy = runtime.precision_policy(params.build.mixed_precision, runtime.gpu_available())
+    policy = runtime.precision_policy(params.build.mixed_precision, bool(devices.gpu_names()))
     untrained = work / "untrained.keras"
     save_model(build_model(params.build, policy), untrained)
     filters = "/".join(map(str, params.build.conv_filters))
@@ -180,6 +180,7 @@ def run_project(params: Params, prepared_dir: Path, work: Path, test: tuple) -> 
         model_out=work / "model.keras",
         live_dir=work / "live",
         state_dir=work / "state",
+        report_out=work / "train.json",
         extra_callbacks=(TestEvaluation(run, *test),),
     )
     return run
