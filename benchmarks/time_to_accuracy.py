@@ -214,7 +214,7 @@ def environment() -> dict:
     """Where and with what the numbers were measured."""
     return {
         "date": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
-        "machine": f"{os.cpu_count()} CPU cores ({cpu_model()}), GPUs: {runtime.gpu_available()}",
+        "machine": f"{os.cpu_count()} CPU cores ({cpu_model()}), GPUs: {len(devices.gpu_names())}",
         "threads": {
             "intra_op": tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count(),
             "inter_op": tf.config.threading.get_inter_op_parallelism_threads() or os.cpu_count(),

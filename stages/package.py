@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-import subprocess
 from importlib import metadata
 from pathlib import Path
 
@@ -138,18 +137,9 @@ def verify_export(directory: Path, model: keras.Model, images: np.ndarray) -> di
     }
 
 
-def git_revision() -> str:
-    try:
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"],  # noqa: S607 (git from PATH, as a user runs it)
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return result.stdout.strip()
+def file_md5(path: Path) -> str:
+    """The md5 DVC records for ``path`` in ``dvc.lock``: it names the trained model exactly."""
+    return hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
 
 
 def library_versions() -> dict[str, str]:
@@ -186,11 +176,15 @@ def model_card(
     data_report: dict,
     verification: dict,
     environment: dict,
+    trained_model_md5: str,
 ) -> dict:
     """What a user of the package needs to know: what it does, how well, from what, built how.
 
     ``environment`` is train's record of where it ran (``reports/train.json``): with
     ``build.mixed_precision: auto`` and several GPUs the weights depend on the hardware.
+    Provenance is the trained model's md5 (as in ``dvc.lock``), not a git revision: the commit
+    that records ``dvc.lock`` cannot name itself, so a revision would make every fresh clone
+    package different bytes than the committed ``dvc.lock`` says.
     """
     return {
         "model_name": params.package.model_name,
@@ -218,7 +212,7 @@ def model_card(
         "params": params.model_dump(),
         "environment": environment,
         "libraries": library_versions(),
-        "git_revision": git_revision(),
+        "trained_model_md5": trained_model_md5,
     }
 
 
@@ -268,7 +262,8 @@ MNIST (LeCun, Cortes, Burges), split {card["data"]["split"]["train"]} train /
 
 ## Build
 
-Git revision `{card["git_revision"]}`; {libraries}.
+Trained model `models/model.keras` md5 `{card["trained_model_md5"]}` (as in `dvc.lock`);
+{libraries}.
 Trained on {where["device"]}{": " + ", ".join(where["gpus"]) if where["gpus"] else ""}
 ({where["strategy"]} strategy, {where["replicas"]} replica(s), global batch
 {where["global_batch_size"]}, peak learning rate {where["peak_learning_rate"]:g}), dtype policy
@@ -309,6 +304,7 @@ def package(
             read_json(data_report_file),
             verification,
             read_json(train_report_file),
+            file_md5(model_file),
         )
         (staged / CARD_DIR).mkdir(exist_ok=True)
         (staged / CARD_DIR / "model_card.json").write_text(to_json(card))

@@ -96,6 +96,8 @@ def test_model_card(packaged: Path, shared_mnist: Path) -> None:
     assert card["data"]["split"] == report["split"]
     assert card["data"]["split"]["train"] + card["data"]["split"]["validation"] == 60000
     assert card["libraries"]["tensorflow"] == tf.__version__
+    trained = hashlib.md5((packaged / "models/model.keras").read_bytes()).hexdigest()
+    assert card["trained_model_md5"] == trained  # provenance that a fresh clone reproduces
     assert card["verification"]["examples"] == 10000
     assert card["verification"]["max_probability_difference"] <= 1e-5
     markdown = (packaged / "dist/mnist/1/assets.extra/model_card.md").read_text()
