@@ -77,7 +77,7 @@ def test_repro_job_runs_only_what_the_remote_never_ran_on_a_gpu() -> None:
     assert job["steps"][0] == {"checkout": {"method": "full"}}
     repro = run_steps("repro")[position("repro", "dvc repro")]
     lines = repro["command"].strip().splitlines()
-    assert lines[-1] == "dvc repro --pull --allow-missing"
+    assert lines[-1] == "dvc repro --pull"
     assert lines[0].startswith("python -m ci_jobs.web_identity --fresh --every 1200 & refresher=$!")
     assert lines[1] == "trap 'kill $refresher 2>/dev/null || true' EXIT"
     assert repro["no_output_timeout"] == "3h"
@@ -87,13 +87,12 @@ def test_repro_job_runs_only_what_the_remote_never_ran_on_a_gpu() -> None:
             "ci_jobs.gpu_check",
             "AWS_ROLE_ARN_PUSH",
             "ci_jobs.web_identity",
-            "dvc repro --pull --allow-missing",
+            "dvc repro --pull",
             "dvc metrics diff",
             "ci_jobs.remote push",
         )
     ]
     assert order == sorted(order)
-    assert "dvc pull --allow-missing" in commands("repro")[position("repro", "for target")]
 
 
 def test_role_by_branch_and_push_only_from_main_with_a_fresh_token() -> None:
@@ -130,7 +129,7 @@ def test_sweep_spreads_param_sets_over_parallel_nodes_and_tables_them() -> None:
     assert definition["parallelism"] == 2
     run = commands("sweep")[position("sweep", "dvc exp run")]
     assert "python -m ci_jobs.sweep args" in run
-    assert run.strip().splitlines()[-1].startswith("dvc exp run --pull --allow-missing")
+    assert run.strip().splitlines()[-1].startswith("dvc exp run --pull --name")
     assert run.strip().endswith(" test")  # up to the gate's verdict: failing sets still record
     assert position("sweep", "ci_jobs.sweep record") < position("sweep", "ci_jobs.remote push")
     assert "persist_to_workspace" in step_kinds("sweep")
