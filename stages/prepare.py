@@ -1,7 +1,7 @@
 """Stage ``prepare``: validate the raw MNIST files; split train/validation, stratified and seeded.
 
 Writes ``data/prepared/{train,validation,test}/{images,labels}.npy`` (uint8, exactly as in the raw
-files) and the validation report ``metrics/data_validation.json``. The MNIST test set is copied
+files) and the validation report ``reports/data_validation.json``. The MNIST test set is copied
 through untouched; only the ``test`` stage reads it. Does not import TensorFlow.
 """
 

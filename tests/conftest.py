@@ -96,7 +96,7 @@ def trained_workspace(tmp_path_factory: pytest.TempPathFactory, shared_mnist: Pa
 
 @pytest.fixture(scope="session")
 def oidc_issuer() -> Iterator:
-    """A local OIDC issuer shaped like CircleCI's (tests/s3bed.py)."""
+    """A local OIDC issuer shaped like CircleCI's (testbed/s3.py)."""
     from testbed.s3 import OidcIssuer
 
     issuer = OidcIssuer().start()
