@@ -26,8 +26,7 @@ import os
 import platform
 import sys
 import tempfile
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -38,6 +37,7 @@ import tensorflow as tf
 from keras import layers
 from ruamel.yaml import YAML
 
+from benchmarks.epoch_clock import EpochClock, first_reaching
 from benchmarks.machine import busy_note, cpu_model
 from stages import devices, runtime
 from stages.config import PARAMS_FILE, Params, parse_params
@@ -50,72 +50,37 @@ from stages.task import NUM_CLASSES
 from stages.train import train
 from testbed.repo import REPO_ROOT
 
-TARGET = 0.99
 BENCHMARKS = REPO_ROOT / "benchmarks"
 IDEAS = BENCHMARKS / "TIME_TO_ACCURACY_IDEAS.md"
 DEFAULT_MIRROR = REPO_ROOT.parent / "shared" / "datasets" / "mnist"
 REFERENCE_EPOCHS = 15
 REFERENCE_BATCH = 128
-EVAL_BATCH = 1000
 
 
 @dataclass
 class Run:
-    """One model's training curve on the test set, and when it first reached ``TARGET``."""
+    """One model's training curve on the test set, and when it first reached 99%."""
 
     name: str
     description: str
     train_images: int
-    epochs: list[dict] = field(default_factory=list)
-    time_to_99_s: float | None = None
-    epochs_to_99: int | None = None
-    final_accuracy: float | None = None
+    epochs: list[dict]
+    time_to_99_s: float | None
+    epochs_to_99: int | None
+    final_accuracy: float
 
-    def record(self, seconds: float, cpu_seconds: float, accuracy: float) -> None:
-        """Add an epoch that took ``seconds`` (``cpu_seconds`` of CPU) and ended at ``accuracy``.
-
-        CPU seconds are steadier than wall time on a busy machine (though not immune to it).
-        """
-        elapsed = seconds + (self.epochs[-1]["elapsed_s"] if self.epochs else 0.0)
-        self.epochs.append(
-            {
-                "epoch": len(self.epochs) + 1,
-                "seconds": round(seconds, 3),
-                "cpu_seconds": round(cpu_seconds, 3),
-                "elapsed_s": round(elapsed, 3),
-                "images_per_s": round(self.train_images / seconds, 1),
-                "test_accuracy": round(accuracy, 6),
-            }
-        )
-        self.final_accuracy = round(accuracy, 6)
-        if self.time_to_99_s is None and accuracy >= TARGET:
-            self.time_to_99_s, self.epochs_to_99 = round(elapsed, 3), len(self.epochs)
-
-
-class TestEvaluation(keras.callbacks.Callback):
-    """After every epoch: the training time since the last one, then the (untimed) test accuracy.
-
-    Keras calls it after the pipeline's own epoch-end callbacks (checkpoint, log), so those count
-    as training, as they do in the ``train`` stage.
-    """
-
-    def __init__(self, run: Run, images: np.ndarray, labels: np.ndarray):
-        super().__init__()
-        self.run, self.images, self.labels = run, images, labels
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.started, self.cpu_started = time.perf_counter(), time.process_time()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        seconds = time.perf_counter() - self.started
-        cpu_seconds = time.process_time() - self.cpu_started
-        probabilities = self.model.predict(self.images, batch_size=EVAL_BATCH, verbose=0)
-        accuracy = float((probabilities.argmax(axis=1) == self.labels).mean())
-        self.run.record(seconds, cpu_seconds, accuracy)
-        print(
-            f"{self.run.name} epoch {epoch + 1}: {seconds:.1f} s ({cpu_seconds:.1f} s CPU),"
-            f" test accuracy {accuracy:.4f}",
-            flush=True,
+    @classmethod
+    def timed_by(cls, clock: EpochClock, description: str) -> Run:
+        """The run ``clock`` timed, once ``fit`` has finished."""
+        reached = first_reaching(clock.epochs)
+        return cls(
+            clock.name,
+            description,
+            clock.train_images,
+            clock.epochs,
+            time_to_99_s=None if reached is None else reached["elapsed_s"],
+            epochs_to_99=None if reached is None else reached["epoch"],
+            final_accuracy=clock.epochs[-1]["test_accuracy"],
         )
 
 
@@ -147,17 +112,17 @@ def run_reference(
     test_images = (test[0].astype("float32") / 255)[..., None]
     keras.utils.set_random_seed(42)
     fitted = len(labels) - int(len(labels) * 0.1)  # what validation_split leaves to train on
-    run = Run("reference", "Keras mnist_convnet example", fitted)
+    clock = EpochClock("reference", fitted, test_images, test[1])
     reference_model().fit(
         images,
         labels,
         batch_size=REFERENCE_BATCH,
         epochs=epochs,
         validation_split=0.1,
-        callbacks=[TestEvaluation(run, test_images, test[1])],
+        callbacks=[clock],
         verbose=0,
     )
-    return run
+    return Run.timed_by(clock, "Keras mnist_convnet example")
 
 
 def run_project(params: Params, prepared_dir: Path, work: Path, test: tuple) -> Run:
@@ -172,7 +137,7 @@ def run_project(params: Params, prepared_dir: Path, work: Path, test: tuple) -> 
         f" batch {params.train.batch_size}, {params.build.optimizer} {params.build.learning_rate}"
         f" {params.train.lr_schedule}"
     )
-    run = Run("project", description, len(load_split("train", prepared_dir)[1]))
+    clock = EpochClock("project", len(load_split("train", prepared_dir)[1]), *test)
     train(
         params.train,
         untrained_model=untrained,
@@ -181,9 +146,9 @@ def run_project(params: Params, prepared_dir: Path, work: Path, test: tuple) -> 
         live_dir=work / "live",
         state_dir=work / "state",
         report_out=work / "train.json",
-        extra_callbacks=(TestEvaluation(run, *test),),
+        extra_callbacks=(clock,),
     )
-    return run
+    return Run.timed_by(clock, description)
 
 
 def load_params_with(overrides: list[str], max_epochs: int | None) -> Params:
