@@ -10,10 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from ruamel.yaml import YAML, YAMLError
 
 from stages.cli import StageError
+from stages.task import IMAGE_SHAPE
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -39,12 +40,37 @@ class BuildParams(_Section):
     seed: Seed
     conv_filters: list[Annotated[int, Field(ge=1, le=1024)]] = Field(min_length=1, max_length=3)
     kernel_size: int = Field(ge=1, le=7)
+    padding: Literal["same", "valid"]
     batch_norm: bool
     dropout: float = Field(ge=0, lt=1)
     dense_units: int = Field(ge=0, le=4096)
+    label_smoothing: float = Field(ge=0, lt=1)
     optimizer: Literal["adam", "sgd", "rmsprop"]
     learning_rate: float = Field(gt=0, le=1)
     mixed_precision: Literal["auto", "on", "off"]
+
+    @model_validator(mode="after")
+    def _feature_maps_fit(self) -> BuildParams:
+        """Reject, before any stage runs, conv blocks that would shrink the image to nothing."""
+        if feature_map_size(self) < 1:
+            raise ValueError(
+                f"{len(self.conv_filters)} conv blocks of kernel {self.kernel_size} with"
+                f" padding {self.padding!r} leave no pixels of a {IMAGE_SHAPE[0]}-pixel image;"
+                " use fewer blocks, a smaller kernel_size or padding 'same'"
+            )
+        return self
+
+
+def feature_map_size(params: BuildParams) -> int:
+    """Side of the last conv block's output: each block is a conv (``valid`` takes
+    ``kernel_size - 1`` pixels off) after a 2x2 max-pool (the first block has no pool)."""
+    size = IMAGE_SHAPE[0]
+    for index, _ in enumerate(params.conv_filters):
+        if index:
+            size //= 2
+        if params.padding == "valid":
+            size -= params.kernel_size - 1
+    return size
 
 
 class TrainParams(_Section):
@@ -98,6 +124,8 @@ def _describe(error: dict[str, Any]) -> str:
         return f"{path}: unknown key"
     if kind == "missing":
         return f"{path}: missing"
+    if kind == "value_error":  # a check across keys (a validator): its message says it all
+        return f"{path}: {context['error']}"
     return f"{path}: {error['msg'][0].lower()}{error['msg'][1:]}, got {value!r}"
 
 

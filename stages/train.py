@@ -41,6 +41,12 @@ from stages.paths import (
     TRAINED_MODEL,
     UNTRAINED_MODEL,
 )
+from stages.task import NUM_CLASSES
+
+
+def one_hot(labels: tf.Tensor | np.ndarray) -> tf.Tensor:
+    """Class indices as the one-hot rows the loss takes (label smoothing needs whole rows)."""
+    return tf.one_hot(labels, NUM_CLASSES)
 
 
 def training_batches(
@@ -67,7 +73,7 @@ def training_batches(
     return (
         tf.data.Dataset.range(first_epoch, epochs)
         .flat_map(epoch_order)
-        .map(lambda batch: (tf.gather(images_t, batch), tf.gather(labels_t, batch)))
+        .map(lambda batch: (tf.gather(images_t, batch), one_hot(tf.gather(labels_t, batch))))
         .prefetch(2)
     )
 
@@ -238,7 +244,7 @@ def train(
         epochs=params.epochs,
         initial_epoch=len(history),
         steps_per_epoch=steps_per_epoch,
-        validation_data=(val_x, val_y),
+        validation_data=(val_x, one_hot(val_y)),
         validation_batch_size=global_batch,
         shuffle=False,  # the dataset is already in its seeded per-epoch order
         callbacks=[StopOnNaN(), Checkpoint(state, history), logger, *extra_callbacks],

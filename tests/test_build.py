@@ -32,9 +32,12 @@ def test_precision_policy(setting: str, gpu: bool, policy: str) -> None:
 
 
 def test_parameter_count_follows_params() -> None:
-    model = build_model(_params(conv_filters=[8, 16], kernel_size=3, dense_units=0), FULL)
+    padded = _params(conv_filters=[8, 16], kernel_size=3, padding="same", dense_units=0)
     # conv 3x3x1x8+8; 2x2 pool; conv 3x3x8x16+16; dense over 14*14*16 features to 10 classes
-    assert model.count_params() == 80 + 1168 + (14 * 14 * 16 * 10 + 10)
+    assert build_model(padded, FULL).count_params() == 80 + 1168 + (14 * 14 * 16 * 10 + 10)
+    # unpadded: 28 -> 26, pool 13, -> 11: the dense layer sees 11*11*16 features
+    unpadded = build_model(padded.model_copy(update={"padding": "valid"}), FULL)
+    assert unpadded.count_params() == 80 + 1168 + (11 * 11 * 16 * 10 + 10)
     wider = build_model(_params(conv_filters=[8, 16], dense_units=32, batch_norm=True), FULL)
     kinds = [type(layer).__name__ for layer in wider.layers]
     assert kinds.count("BatchNormalization") == 2
@@ -126,4 +129,4 @@ def test_build_stage_is_reproducible_across_processes(tmp_path: Path) -> None:
     assert digests[0] == digests[1]
     summary = (tmp_path / "models/summary.txt").read_text()
     assert summary.endswith(f"Dtype policy: {FULL}\n")
-    assert "Trainable params: 32,618" in summary and "Param #" in summary
+    assert "Trainable params: 20,618" in summary and "Param #" in summary

@@ -55,6 +55,22 @@ def test_model_name_must_be_a_safe_folder_name() -> None:
         parse_params(raw)
 
 
+def test_conv_blocks_must_leave_pixels() -> None:
+    """Unpadded 5x5 convs take 28 -> 24, pool 12 -> 8, pool 4 -> 0: refused before any stage."""
+    raw = default_params()
+    raw["build"].update(conv_filters=[8, 16, 32], kernel_size=5, padding="valid")
+    with pytest.raises(StageError) as error:
+        parse_params(raw)
+    assert str(error.value) == (
+        "invalid params.yaml: build: 3 conv blocks of kernel 5 with padding 'valid' leave no"
+        " pixels of a 28-pixel image; use fewer blocks, a smaller kernel_size or padding 'same'"
+    )
+    raw["build"]["conv_filters"] = [8, 16]  # 28 -> 24, pool 12 -> 8: fits
+    assert parse_params(raw).build.conv_filters == [8, 16]
+    raw["build"].update(conv_filters=[8, 16, 32], padding="same")
+    assert parse_params(raw).build.padding == "same"
+
+
 def test_not_a_mapping_and_bad_yaml(tmp_path) -> None:
     with pytest.raises(StageError, match="must be a mapping of sections, got list"):
         parse_params([1, 2])
