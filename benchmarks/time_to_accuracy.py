@@ -132,8 +132,9 @@ def run_project(params: Params, prepared_dir: Path, work: Path, test: tuple) -> 
     save_model(build_model(params.build, policy), untrained)
     filters = "/".join(map(str, params.build.conv_filters))
     description = (
-        f"conv {filters}, dense {params.build.dense_units}, batch norm {params.build.batch_norm},"
-        f" {params.train.epochs} epochs,"
+        f"conv {filters} ({params.build.padding}), dense {params.build.dense_units},"
+        f" batch norm {params.build.batch_norm},"
+        f" label smoothing {params.build.label_smoothing}, {params.train.epochs} epochs,"
         f" batch {params.train.batch_size}, {params.build.optimizer} {params.build.learning_rate}"
         f" {params.train.lr_schedule}"
     )
