@@ -103,7 +103,7 @@ def test_stage_passes_and_writes_everything(tmp_path: Path, trained_workspace: P
     assert result.returncode == 0, result.stderr
     metrics = json.loads((directory / "metrics/test.json").read_text())
     assert list(metrics) == ["accuracy", "loss", "errors", "gate", "parameters"]  # table columns
-    assert metrics["parameters"] == 32618  # the fast params' model
+    assert metrics["parameters"] == 20618  # the fast params' model
     assert 0.5 < metrics["accuracy"] <= 1.0
     assert metrics["gate"] == "passed"
     report = json.loads((directory / "reports/test.json").read_text())
