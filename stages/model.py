@@ -2,10 +2,10 @@
 
 Shaped after the Keras ``mnist_convnet`` example, with three conv blocks instead of two and, by
 default, a hidden dense layer. The convs are unpadded (``valid``), so the maps shrink
-28-26-13-11-5-3: on two CPU cores an epoch costs about 0.6 of one with zero-padded (``same``)
-convs, much of it in the dense head, which sees 3x3x64 features instead of 7x7x64 (see
-``benchmarks/TIME_TO_ACCURACY_IDEAS.md``). Label smoothing (Szegedy et al. 2016) wins back the
-accuracy the smaller head gives up.
+28-26-13-11-5-3: on two CPU cores an epoch costs about two thirds of one with zero-padded
+(``same``) convs, much of the saving in the dense head, which sees 3x3x64 features instead of
+7x7x64 (see ``benchmarks/TIME_TO_ACCURACY_IDEAS.md``). Label smoothing (Szegedy et al. 2016) wins
+back the accuracy the smaller head gives up.
 The model takes raw uint8 images and does its own scaling, so the exported package needs no
 separate preprocessing step.
 """

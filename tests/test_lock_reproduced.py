@@ -23,7 +23,7 @@ def differences(expected: dict, actual: dict, where: str = "") -> list[str]:
     """Every leaf where two parsed lock files disagree, as ``path: expected != actual``."""
     if isinstance(expected, dict) and isinstance(actual, dict):
         found = []
-        for key in expected.keys() | actual.keys():
+        for key in sorted(expected.keys() | actual.keys(), key=str):
             found += differences(expected.get(key), actual.get(key), f"{where}/{key}")
         return found
     if isinstance(expected, list) and isinstance(actual, list) and len(expected) == len(actual):
