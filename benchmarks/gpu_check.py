@@ -31,17 +31,16 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.epoch_clock import TARGET_ACCURACY, EpochClock, first_reaching
-from stages import devices, runtime
+from benchmarks.epoch_clock import TARGET_ACCURACY, first_reaching
+from benchmarks.project_training import train_project
+from stages import devices
 from stages.artifacts import save_arrays, to_json
 from stages.cli import StageError, run_stage
 from stages.config import Params, load_params
 from stages.datasets import load_split
 from stages.fetch import fetch_all
-from stages.keras_io import load_model, save_model
-from stages.model import build_model
+from stages.keras_io import load_model
 from stages.prepare import prepare
-from stages.train import train
 from testbed.repo import REPO_ROOT
 
 MAX_EPOCHS = 15
@@ -79,21 +78,7 @@ def prepared_workspace(root: Path, params: Params, mirror: str, subset: int | No
 def training_run(run_dir: Path, params: Params) -> dict:
     """Build and train as the pipeline does, in ``run_dir`` beside ``prepared/``; the result."""
     prepared = run_dir.parent / "prepared"
-    policy = runtime.precision_policy(params.build.mixed_precision, bool(devices.gpu_names()))
-    save_model(build_model(params.build, policy), run_dir / "untrained.keras")
-    test_images, test_labels = load_split("test", prepared)
-    train_count = len(load_split("train", prepared)[1])
-    clock = EpochClock(run_dir.name, train_count, test_images, test_labels)
-    train(
-        params.train,
-        untrained_model=run_dir / "untrained.keras",
-        prepared_dir=prepared,
-        model_out=run_dir / "model.keras",
-        live_dir=run_dir / "live",
-        state_dir=run_dir / "state",
-        report_out=run_dir / "train.json",
-        extra_callbacks=(clock,),
-    )
+    clock = train_project(params, prepared, run_dir, run_dir.name, load_split("test", prepared))
     reached = first_reaching(clock.epochs)
     return {
         "epochs": report_epochs(clock.epochs),

@@ -39,15 +39,13 @@ from ruamel.yaml import YAML
 
 from benchmarks.epoch_clock import EpochClock, first_reaching
 from benchmarks.machine import busy_note, cpu_model
-from stages import devices, runtime
+from benchmarks.project_training import train_project
+from stages import devices
 from stages.config import PARAMS_FILE, Params, parse_params
 from stages.datasets import load_split
 from stages.fetch import fetch_all
-from stages.keras_io import save_model
-from stages.model import build_model
 from stages.prepare import load_raw, prepare
 from stages.task import NUM_CLASSES
-from stages.train import train
 from testbed.repo import REPO_ROOT
 
 BENCHMARKS = REPO_ROOT / "benchmarks"
@@ -127,9 +125,6 @@ def run_reference(
 
 def run_project(params: Params, prepared_dir: Path, work: Path, test: tuple) -> Run:
     """Build and train the project's model with the pipeline's own functions."""
-    policy = runtime.precision_policy(params.build.mixed_precision, bool(devices.gpu_names()))
-    untrained = work / "untrained.keras"
-    save_model(build_model(params.build, policy), untrained)
     filters = "/".join(map(str, params.build.conv_filters))
     description = (
         f"conv {filters} ({params.build.padding}), dense {params.build.dense_units},"
@@ -138,17 +133,7 @@ def run_project(params: Params, prepared_dir: Path, work: Path, test: tuple) -> 
         f" batch {params.train.batch_size}, {params.build.optimizer} {params.build.learning_rate}"
         f" {params.train.lr_schedule}"
     )
-    clock = EpochClock("project", len(load_split("train", prepared_dir)[1]), *test)
-    train(
-        params.train,
-        untrained_model=untrained,
-        prepared_dir=prepared_dir,
-        model_out=work / "model.keras",
-        live_dir=work / "live",
-        state_dir=work / "state",
-        report_out=work / "train.json",
-        extra_callbacks=(clock,),
-    )
+    clock = train_project(params, prepared_dir, work, "project", test)
     return Run.timed_by(clock, description)
 
 
