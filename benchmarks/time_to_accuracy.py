@@ -33,7 +33,6 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import layers
 from ruamel.yaml import YAML
 
@@ -166,10 +165,7 @@ def environment() -> dict:
     return {
         "date": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "machine": f"{os.cpu_count()} CPU cores ({cpu_model()}), GPUs: {len(devices.gpu_names())}",
-        "threads": {
-            "intra_op": tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count(),
-            "inter_op": tf.config.threading.get_inter_op_parallelism_threads() or os.cpu_count(),
-        },
+        "cpu_recipe": devices.cpu_recipe_in_effect(),  # thread pools and oneDNN, both runs
         "load_average_1m_at_end": round(os.getloadavg()[0], 2),
         "versions": {
             "python": platform.python_version(),
@@ -230,7 +226,7 @@ def markdown(report: dict, command: str) -> str:
 
 - measured {env["date"]} by `{command}`
 - machine: {env["machine"]}; load average at the end {load}
-- TensorFlow threads: intra-op {env["threads"]["intra_op"]}, inter-op {env["threads"]["inter_op"]}
+- CPU recipe (both runs): {", ".join(f"{k}={v}" for k, v in env["cpu_recipe"].items())}
 - {versions}
 - test set: {report["test_images"]} MNIST test images, evaluated after every epoch (not timed)
 {busy}

@@ -3,18 +3,22 @@
 ``build.mixed_precision: auto`` and the strategy depend on the hardware, which DVC's run-cache
 cannot see; the record written beside the trained model (``reports/train.json``, copied into the
 model card) says where a restored model was made. It holds no timestamps, host names or timings,
-and on a CPU no CPU model either, so every CPU machine writes the same bytes.
+and on a CPU no CPU model either, so every CPU machine writes the same bytes; it does hold the CPU
+recipe in effect (``stages.CPU_RECIPE``, or what the environment set instead), on which they depend.
 
 The strategy is a pure function of the visible GPUs, so its branches are tested with fake lists.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import keras
 import tensorflow as tf
+
+from stages import CPU_RECIPE
 
 MIRRORED = "MirroredStrategy"
 DEFAULT = "default"
@@ -78,4 +82,11 @@ def environment_record(
         "strategy": strategy_name(strategy),
         "replicas": strategy.num_replicas_in_sync,
         "tensorflow": tensorflow_build(),
+        "cpu_recipe": cpu_recipe_in_effect(),
     }
+
+
+def cpu_recipe_in_effect() -> dict[str, str | None]:
+    """The thread-pool and oneDNN settings this process runs with (``stages.CPU_RECIPE``'s
+    variables, as the environment has them: the recipe unless something set them before)."""
+    return {name: os.environ.get(name) for name in CPU_RECIPE}

@@ -23,7 +23,8 @@ def precision_policy(setting: str, gpu: bool) -> str:
 def make_deterministic(seed: int) -> None:
     """Seed Python, NumPy and TensorFlow, and make TF pick deterministic kernels.
 
-    With this, a run's results depend only on data, code and params (on the same hardware).
+    With this and the CPU recipe that importing ``stages`` sets (fixed thread pools, oneDNN
+    capped at AVX), a CPU run's results depend only on data, code and params, on any x86-64 CPU.
     """
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()

@@ -23,7 +23,7 @@ Stand-ins, for what only CircleCI (or its GPU machine) can do:
   (full depth, ``origin/main`` present); then the DVC remote pointed at the test bed with
   ``--local`` overrides (``url`` s3://<test bucket>/dvc, ``endpointurl``), as a user of an
   on-prem store does, the committed ``.dvc/config`` untouched.
-- the step named ``Install the pinned dependencies``: replaced by a ``.venv`` symlink to the
+- the step named ``Install the locked dependencies``: replaced by a ``.venv`` symlink to the
   virtual environment running this rehearsal (same pins, already installed); ``restore_cache``
   and ``save_cache`` do nothing. The step that activates ``.venv`` through ``$BASH_ENV`` is real.
 - the GPU check is real; ``REHEARSAL_CPU_ONLY=1`` tells it no GPU is expected on this machine
@@ -68,7 +68,7 @@ from testbed.s3 import (
 )
 
 CONFIG = REPO_ROOT / ".circleci" / "config.yml"
-INSTALL_STEP = "Install the pinned dependencies"
+INSTALL_STEP = "Install the locked dependencies"
 VENV = Path(sys.prefix)
 STAGE_RAN = re.compile(r"Running stage '([\w-]+)'")
 STAGE_RESTORED = re.compile(r"Stage '([\w-]+)' is cached - skipping run, checking out outputs")

@@ -75,13 +75,18 @@ class DvcRepo:
     def dvc(self, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
         return self.run(str(BIN / "dvc"), *args, env=env)
 
-    def ran(self, *args: str) -> tuple[list[str], subprocess.CompletedProcess]:
-        """Run ``dvc <args>``; return the stages DVC actually executed, and the result."""
-        result = self.dvc(*args)
+    def ran(
+        self, *args: str, launcher: tuple[str, ...] = ()
+    ) -> tuple[list[str], subprocess.CompletedProcess]:
+        """Run ``dvc <args>`` (under ``launcher``, e.g. ``taskset``); return the stages DVC
+        actually executed, and the result."""
+        result = self.run(*launcher, str(BIN / "dvc"), *args)
         return re.findall(r"Running stage '(\w+)'", result.stdout), result
 
-    def repro(self, *args: str) -> tuple[list[str], subprocess.CompletedProcess]:
-        return self.ran("repro", *args)
+    def repro(
+        self, *args: str, launcher: tuple[str, ...] = ()
+    ) -> tuple[list[str], subprocess.CompletedProcess]:
+        return self.ran("repro", *args, launcher=launcher)
 
     def set_params(self, **sections: dict) -> None:
         params = yaml.safe_load((self.repo / "params.yaml").read_text())

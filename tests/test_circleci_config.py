@@ -65,8 +65,25 @@ def test_test_job_lints_runs_fast_tests_and_stores_junit() -> None:
     assert "docker" in CONFIG_DATA["executors"]["cpu"]
     assert step_kinds("test")[-1] == "store_test_results"
     setup = CONFIG_DATA["commands"]["setup"]["steps"]
-    assert setup[0]["restore_cache"]["keys"][0].endswith('{{ checksum "requirements.txt" }}')
+    key = 'pip-v2-{{ arch }}-{{ checksum "<< parameters.lock >>" }}'  # one per lock
+    assert setup[0]["restore_cache"]["keys"] == [key]
     assert setup[2]["save_cache"]["key"] == setup[0]["restore_cache"]["keys"][0]
+
+
+def test_every_job_installs_from_a_hash_checked_lock_gpu_jobs_from_the_gpu_lock() -> None:
+    install = CONFIG_DATA["commands"]["setup"]["steps"][1]["run"]["command"].splitlines()
+    assert install == [
+        "python3 -m bootstrap.python_version",  # a wrong Python stops here, in one line
+        "python3 -m venv .venv",
+        ".venv/bin/pip install --require-hashes -r << parameters.lock >>",
+    ]
+    for name, job in CONFIG_DATA["jobs"].items():
+        setups = [step for step in job["steps"] if step == "setup" or "setup" in step]
+        if not setups:
+            continue
+        lock = "requirements.lock" if setups[0] == "setup" else setups[0]["setup"]["lock"]
+        gpu = "gpu" in job.get("executor", "")
+        assert lock == ("requirements-gpu.lock" if gpu else "requirements.lock"), name
 
 
 def test_repro_job_runs_only_what_the_remote_never_ran_on_a_gpu() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import tensorflow as tf
 
-from stages import devices
+from stages import CPU_RECIPE, devices
 from stages.config import BuildParams, parse_params
 from stages.devices import DEFAULT, MIRRORED, StrategyChoice, choose_strategy
 from stages.keras_io import load_model, save_model
@@ -77,6 +77,7 @@ def test_record_of_two_gpus_in_mixed_precision(tmp_path: Path) -> None:
             "cuda_version": build.get("cuda_version"),
             "cudnn_version": build.get("cudnn_version"),
         },
+        "cpu_recipe": CPU_RECIPE,
     }
 
 

@@ -16,6 +16,7 @@ import pytest
 import tensorflow as tf
 from keras.optimizers import LossScaleOptimizer
 
+from stages import CPU_RECIPE
 from stages.cli import StageError
 from stages.config import TrainParams, parse_params
 from stages.datasets import load_split
@@ -248,6 +249,7 @@ def test_distributed_path_on_one_cpu_replica(tmp_path: Path) -> None:
         1,
         params.batch_size,
     )
+    assert record["cpu_recipe"] == CPU_RECIPE  # the bytes depend on it: recorded with them
     model = load_model(root / "models/model.keras")
     images, labels = load_split("validation", root / "data/prepared")
     accuracy = float((model.predict(images, verbose=0).argmax(axis=1) == labels).mean())

@@ -1,0 +1,57 @@
+"""``python -m testbed.weights_probe``: some training steps of the pipeline's model; print a hash.
+
+The cheapest question to ask of the CPU recipe (``stages.CPU_RECIPE``): do these settings, on this
+machine, under this core count, give the same weights? It trains the default model (``build`` in
+params.yaml) with the pipeline's own input pipeline and determinism, for ``--steps`` batches of
+fixed pseudo-random images, and prints the md5 of every weight's bytes and the seconds training
+took. Run in a subprocess, so that the environment (recipe variables, ``taskset``) is the one
+TensorFlow starts with. ``tests/test_determinism.py`` compares the hashes, ``benchmarks.cpu_recipe``
+the times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import time
+
+import numpy as np
+
+from stages import runtime  # importing stages sets the CPU recipe before TensorFlow loads
+from stages.config import load_params
+from stages.model import build_model
+from stages.runtime import FULL
+from stages.train import training_batches
+from testbed.repo import REPO_ROOT
+
+BATCH = 64
+
+
+def probe(steps: int, seed: int = 42) -> tuple[str, float]:
+    """Train ``steps`` batches from the same start: the md5 of the weights, and the seconds."""
+    params = load_params(REPO_ROOT / "params.yaml")
+    runtime.make_deterministic(seed)
+    model = build_model(params.build, FULL)
+    rng = np.random.default_rng(seed)
+    count = steps * BATCH
+    images = rng.integers(0, 256, size=(count, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=count, dtype=np.uint8)
+    batches = training_batches(images, labels, BATCH, seed, 0, 1)
+    started = time.perf_counter()
+    model.fit(batches, epochs=1, verbose=0)
+    seconds = time.perf_counter() - started
+    digest = hashlib.md5(usedforsecurity=False)
+    for weight in model.weights:
+        digest.update(np.asarray(weight.numpy()).tobytes())
+    return digest.hexdigest(), seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=20)
+    md5, seconds = probe(parser.parse_args().steps)
+    print(md5, f"{seconds:.3f}")
+
+
+if __name__ == "__main__":
+    main()
