@@ -4,8 +4,12 @@ Layout is TensorFlow Serving's, ``dist/<model_name>/<version>/`` (``saved_model.
 ``variables/``), with the model card in ``assets.extra/`` (the SavedModel folder for files that
 travel with a model but are not part of the graph). The ``serving_default`` signature takes raw
 uint8 images ``[N, 28, 28]`` and returns ``probabilities`` ``[N, 10]`` and ``digit`` ``[N]``.
-Before the export is moved into place it is loaded back, independently of Keras, and its
-predictions on the whole test set must equal the trained model's.
+The export holds only the model's weights (their underlying TensorFlow variables, in the model's
+own order) and that function, so equal models give equal bytes and the graph's saver restores
+the very variables the signature reads. Before it is moved into place it is loaded back,
+independently of Keras, in both ways a SavedModel is loaded: by ``tf.saved_model.load`` and in a
+TF1 session as TensorFlow Serving loads it (``stages/session_loader.py``); each must predict
+exactly what the trained model does on the whole test set.
 
 Like TFX's pusher, it packages only a model that the ``test`` stage blessed: a "failed" verdict in
 ``reports/test.json`` stops it with the failed gates, so ``dvc repro`` fails and nothing is written.
@@ -38,14 +42,17 @@ from stages.paths import (
     TRAIN_REPORT,
     TRAINED_MODEL,
 )
+from stages.session_loader import SIGNATURE, run_signature_in_session
 from stages.task import IMAGE_SHAPE
 
-SIGNATURE = "serving_default"
 CARD_DIR = "assets.extra"
 FINGERPRINT_FILE = "fingerprint.pb"
 PROBABILITY_TOLERANCE = 1e-5
 LIBRARIES = ("tensorflow", "keras", "numpy", "dvc", "dvclive")
 PREDICT_BATCH = 1000  # images per inference call: bounds the memory predicting takes
+SINGLE_IMAGES = 8  # test images also run one at a time in the session, a server's usual request
+TF2_LOADER = "tf.saved_model.load"
+SESSION_LOADER = "tf.compat.v1.saved_model.loader.load"  # a TF1 session, as TensorFlow Serving
 
 
 def export_dir(params: Params, dist_dir: Path = DIST_DIR) -> Path:
@@ -69,6 +76,13 @@ def export_savedmodel(model: keras.Model, directory: Path) -> None:
     to read any other variable, saving would fail (an untracked resource), not vary. Function
     names in ``saved_model.pb`` carry TensorFlow's process-wide trace counter, so the bytes are
     equal between processes that run the same code, as DVC runs this stage, not within one.
+
+    We track each weight's underlying ``tf.Variable`` (``.value``), not the ``keras.Variable``
+    wrapping it: saving a wrapper exports its ``tf.Variable`` (the handle ``serve`` reads) and then
+    a new ``tf.Variable`` copy of it (``Variable``, ``Variable_1``, ...) as the wrapper's own, and
+    the graph's saver restores only those copies. ``tf.saved_model.load`` did not mind (it binds the
+    function to objects, not graph handles), but TensorFlow Serving's session loader then ran
+    ``serve`` on variables nobody restored ("Could not find variable probabilities/kernel").
     """
 
     def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -82,7 +96,7 @@ def export_savedmodel(model: keras.Model, directory: Path) -> None:
         autograph=False,
     ).get_concrete_function()
     root = tf.Module()
-    root.model_weights = list(model.weights)
+    root.model_weights = [weight.value for weight in model.weights]
     tf.saved_model.save(root, str(directory), signatures={SIGNATURE: signature})
     make_fingerprint_uuid_content_derived(directory)
 
@@ -117,23 +131,66 @@ def predict_with_export(directory: Path, images: np.ndarray) -> dict[str, np.nda
     return {name: np.concatenate([batch[name].numpy() for batch in batches]) for name in batches[0]}
 
 
-def verify_export(directory: Path, model: keras.Model, images: np.ndarray) -> dict:
-    """Check the export predicts exactly what the trained model does; return the comparison."""
-    expected = model.predict(images, batch_size=PREDICT_BATCH, verbose=0)
-    exported = predict_with_export(directory, images)
-    digits_equal = bool(np.array_equal(exported["digit"], expected.argmax(axis=1)))
-    max_difference = float(np.abs(exported["probabilities"] - expected).max())
-    if not digits_equal or max_difference > PROBABILITY_TOLERANCE:
-        mismatches = int((exported["digit"] != expected.argmax(axis=1)).sum())
+def error_gist(error: tf.errors.OpError) -> str:
+    """The gist of a TensorFlow error, whose message is a header, a cause and the failing node."""
+    lines = [line.strip() for line in error.message.splitlines() if line.strip()]
+    cause = next((line for line in lines if not line.endswith(":")), type(error).__name__)
+    return f"{type(error).__name__}: {cause.split('. ')[0]}"
+
+
+def predict_in_session(directory: Path, images: np.ndarray, batch_size: int) -> dict:
+    """The session loader's outputs, or a StageError if the export does not run there."""
+    try:
+        return run_signature_in_session(directory, images, batch_size)
+    except tf.errors.OpError as error:
         raise StageError(
-            f"exported model disagrees with the trained model: {mismatches} different digits,"
-            f" probabilities differ by up to {max_difference:.2e} (tolerance"
-            f" {PROBABILITY_TOLERANCE}); the export was not written"
+            f"exported model does not run in a TF1 session, as TensorFlow Serving loads it"
+            f" ({error_gist(error)}); the export was not written"
+        ) from None
+
+
+def compare(loader: str, outputs: dict, expected: np.ndarray, batch_size: int) -> dict:
+    """One check's record, or a StageError if ``outputs`` differ from the trained model's."""
+    mismatches = int((outputs["digit"] != expected.argmax(axis=1)).sum())
+    max_difference = float(np.abs(outputs["probabilities"] - expected).max())
+    if mismatches or max_difference > PROBABILITY_TOLERANCE:
+        raise StageError(
+            f"exported model disagrees with the trained model when loaded by {loader} (batches"
+            f" of {batch_size}): {mismatches} different digits, probabilities differ by up to"
+            f" {max_difference:.2e} (tolerance {PROBABILITY_TOLERANCE}); the export was not"
+            " written"
         )
+    return {
+        "loader": loader,
+        "examples": len(expected),
+        "batch_size": batch_size,
+        "max_probability_difference": max_difference,
+    }
+
+
+def verify_export(directory: Path, model: keras.Model, images: np.ndarray) -> dict:
+    """Check the export predicts exactly what the trained model does, loaded either way a
+    SavedModel is (TF2 objects; a TF1 session, as TensorFlow Serving, in full batches and one
+    image at a time); return what was checked."""
+    expected = model.predict(images, batch_size=PREDICT_BATCH, verbose=0)
+    single = slice(0, SINGLE_IMAGES)
+    checks = [
+        compare(TF2_LOADER, predict_with_export(directory, images), expected, PREDICT_BATCH),
+        compare(
+            SESSION_LOADER,
+            predict_in_session(directory, images, PREDICT_BATCH),
+            expected,
+            PREDICT_BATCH,
+        ),
+        compare(
+            SESSION_LOADER, predict_in_session(directory, images[single], 1), expected[single], 1
+        ),
+    ]
     return {
         "examples": len(images),
         "digits_equal": True,
-        "max_probability_difference": max_difference,
+        "max_probability_difference": max(c["max_probability_difference"] for c in checks),
+        "checks": checks,
     }
 
 
@@ -226,8 +283,14 @@ def card_markdown(card: dict) -> str:
         f"- `{name}`: md5 `{md5}`" for name, md5 in card["data"]["raw_files_md5"].items()
     )
     libraries = ", ".join(f"{name} {version}" for name, version in card["libraries"].items())
+    checks = "\n".join(
+        f"| `{c['loader']}` | {c['examples']} | {c['batch_size']} |"
+        f" {c['max_probability_difference']:.1e} |"
+        for c in card["verification"]["checks"]
+    )
     where = card["environment"]
     tensorflow = where["tensorflow"]
+    recipe = ", ".join(f"`{name}={value}`" for name, value in where["cpu_recipe"].items())
     cuda = (
         f"CUDA {tensorflow['cuda_version']}, cuDNN {tensorflow['cudnn_version']}"
         if tensorflow["cuda_build"]
@@ -250,9 +313,14 @@ Accuracy **{metrics["accuracy"]:.4f}**, loss {metrics["loss"]:.4f}.
 |---|---|---|---|---|
 {recall_rows}
 
-Export verified: predictions of the exported model equal the trained model's on
-{card["verification"]["examples"]} test images (largest probability difference
-{card["verification"]["max_probability_difference"]:.1e}).
+Export verified: loaded back by TensorFlow's Python loader and in a TF1 session as TensorFlow
+Serving loads it (`{SESSION_LOADER}`), the exported model predicts what the trained model does
+(same digits, probabilities within {PROBABILITY_TOLERANCE:g}; largest difference
+{card["verification"]["max_probability_difference"]:.1e}):
+
+| loader | test images | batch size | largest probability difference |
+|---|---|---|---|
+{checks}
 
 ## Data
 
@@ -268,7 +336,8 @@ Trained on {where["device"]}{": " + ", ".join(where["gpus"]) if where["gpus"] el
 ({where["strategy"]} strategy, {where["replicas"]} replica(s), global batch
 {where["global_batch_size"]}, peak learning rate {where["peak_learning_rate"]:g}), dtype policy
 {where["precision_policy"]}, XLA {"on" if where["xla"] else "off"}; TensorFlow
-{tensorflow["version"]} built with {cuda}.
+{tensorflow["version"]} built with {cuda}; CPU recipe {recipe} (README, "Same bytes on every
+machine").
 All parameters are in `model_card.json`.
 
 ## Limits

@@ -19,8 +19,9 @@ def _stage_imports(module: str) -> set[str]:
     tree = ast.parse((REPO_ROOT / "stages" / f"{module}.py").read_text())
     found = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module == "stages":
-            found |= {alias.name for alias in node.names}
+        if isinstance(node, ast.ImportFrom) and node.module == "stages":  # modules, or names
+            modules = (a.name for a in node.names)  # from stages/__init__.py (CPU_RECIPE)
+            found |= {name for name in modules if (REPO_ROOT / "stages" / f"{name}.py").exists()}
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("stages."):
             found.add(node.module.split(".")[1])
         elif isinstance(node, ast.Import):

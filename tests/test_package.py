@@ -7,6 +7,8 @@ import hashlib
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +19,11 @@ from PIL import Image
 import stages.package
 from stages.cli import StageError
 from stages.config import parse_params
+from stages.datasets import load_split
 from stages.keras_io import load_model
 from stages.predict import load_digit
+from stages.session_loader import run_signature_in_session
+from stages.task import IMAGE_SHAPE
 from testbed.repo import REPO_ROOT, write_params
 from tests.helpers import error_line, fast_params, read_shared_mnist, run_module
 
@@ -78,6 +83,47 @@ def test_export_predicts_in_batches_with_the_same_result(
     assert batched["probabilities"].shape == (250, 10)
 
 
+def saved_model_cli_digits(export: Path, images: np.ndarray, directory: Path) -> np.ndarray:
+    """TensorFlow's own ``saved_model_cli run``: a TF1 session, as TensorFlow Serving loads."""
+    directory.mkdir()
+    np.save(directory / "images.npy", images)
+    command = [str(Path(sys.executable).parent / "saved_model_cli"), "run", "--dir", str(export)]
+    command += ["--tag_set", "serve", "--signature_def", "serving_default"]
+    command += ["--inputs", f"images={directory / 'images.npy'}", "--outdir", str(directory)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return np.load(directory / "digit.npy")
+
+
+def test_saved_model_cli_serves_the_export_and_names_the_real_digits(
+    tmp_path: Path, packaged: Path, trained_workspace: Path
+) -> None:
+    """The package must load where TensorFlow Serving loads it, not only in Python's TF2."""
+    images, labels = load_split("test", trained_workspace / "data/prepared")  # 1,000 real digits
+    digits = saved_model_cli_digits(packaged / "dist/mnist/1", images, tmp_path / "trained")
+    expected = load_model(packaged / "models/model.keras").predict(images, verbose=0)
+    np.testing.assert_array_equal(digits, expected.argmax(axis=1))
+    assert (digits == labels).mean() >= 0.75  # the small test model (3,000 images) gets 0.84
+
+    # the threshold means something: the same export of the untrained model is near chance
+    stages.package.export_savedmodel(
+        load_model(trained_workspace / "models/untrained.keras"), tmp_path / "untrained_export"
+    )
+    untrained = saved_model_cli_digits(tmp_path / "untrained_export", images, tmp_path / "u")
+    assert (untrained == labels).mean() < 0.3
+
+
+def test_session_loader_gives_the_tf2_loaders_results_in_any_batch_size(packaged: Path) -> None:
+    images = np.load(packaged / "data/prepared/test/images.npy")[:10]
+    export = packaged / "dist/mnist/1"
+    reference = stages.package.predict_with_export(export, images)
+    for batch_size in (1, 4, 10):  # 4: the last batch is partial
+        served = run_signature_in_session(export, images, batch_size)
+        assert served["probabilities"].shape == (10, 10) and served["digit"].dtype == np.int32
+        np.testing.assert_array_equal(served["digit"], reference["digit"])
+        np.testing.assert_allclose(served["probabilities"], reference["probabilities"], atol=1e-5)
+
+
 def test_model_card(packaged: Path, shared_mnist: Path) -> None:
     card = json.loads((packaged / "dist/mnist/1/assets.extra/model_card.json").read_text())
     metrics = json.loads((packaged / "metrics/test.json").read_text())
@@ -100,7 +146,15 @@ def test_model_card(packaged: Path, shared_mnist: Path) -> None:
     assert card["trained_model_md5"] == trained  # provenance that a fresh clone reproduces
     assert card["verification"]["examples"] == 10000
     assert card["verification"]["max_probability_difference"] <= 1e-5
+    checks = card["verification"]["checks"]
+    assert [(c["loader"], c["examples"], c["batch_size"]) for c in checks] == [
+        ("tf.saved_model.load", 10000, 1000),
+        ("tf.compat.v1.saved_model.loader.load", 10000, 1000),  # a TF1 session, as TF Serving
+        ("tf.compat.v1.saved_model.loader.load", 8, 1),
+    ]
+    assert all(c["max_probability_difference"] <= 1e-5 for c in checks)
     markdown = (packaged / "dist/mnist/1/assets.extra/model_card.md").read_text()
+    assert "| `tf.compat.v1.saved_model.loader.load` | 8 | 1 |" in markdown
     assert f"Accuracy **{metrics['accuracy']:.4f}**" in markdown
     assert "| 9 |" in markdown
 
@@ -119,7 +173,9 @@ def test_model_card_says_where_the_model_was_trained(packaged: Path) -> None:
     assert (
         "Trained on CPU (default strategy, 1 replica(s), global batch 128, peak learning rate"
         f" 0.003), dtype policy float32, XLA off; TensorFlow {tf.__version__} built with CUDA"
-        f" {build['cuda_version']}, cuDNN {build['cudnn_version']}."
+        f" {build['cuda_version']}, cuDNN {build['cudnn_version']}; CPU recipe"
+        " `TF_NUM_INTRAOP_THREADS=2`, `TF_NUM_INTEROP_THREADS=2`, `TF_ENABLE_ONEDNN_OPTS=0`,"
+        " `ONEDNN_MAX_CPU_ISA=AVX`"
     ) in markdown
 
 
@@ -169,6 +225,20 @@ def test_two_exports_in_one_process_differ_only_in_trace_numbers(
     assert singleprints[0] == singleprints[1]
 
 
+def package_into(dist: Path, packaged: Path) -> None:
+    """Run the package stage in this process on the packaged workspace's inputs."""
+    stages.package.package(
+        parse_params(fast_params()),
+        model_file=packaged / "models/model.keras",
+        prepared_dir=packaged / "data/prepared",
+        test_metrics_file=packaged / "metrics/test.json",
+        test_report_file=packaged / "reports/test.json",
+        data_report_file=packaged / "reports/data_validation.json",
+        train_report_file=packaged / "reports/train.json",
+        dist_dir=dist,
+    )
+
+
 def test_a_disagreeing_export_is_refused_and_not_written(
     tmp_path: Path, packaged: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -181,18 +251,71 @@ def test_a_disagreeing_export_is_refused_and_not_written(
         model.layers[-1].bias.assign(model.layers[-1].bias - shift)  # ...than the one verified
 
     monkeypatch.setattr(stages.package, "export_savedmodel", export_perturbed)
-    raw = fast_params()
-    with pytest.raises(StageError, match="exported model disagrees with the trained model"):
-        stages.package.package(
-            parse_params(raw),
-            model_file=packaged / "models/model.keras",
-            prepared_dir=packaged / "data/prepared",
-            test_metrics_file=packaged / "metrics/test.json",
-            test_report_file=packaged / "reports/test.json",
-            data_report_file=packaged / "reports/data_validation.json",
-            train_report_file=packaged / "reports/train.json",
-            dist_dir=tmp_path / "dist",
-        )
+    with pytest.raises(
+        StageError,
+        match=r"^exported model disagrees with the trained model when loaded by"
+        r" tf\.saved_model\.load \(batches of 1000\): \d+ different digits",
+    ):
+        package_into(tmp_path / "dist", packaged)
+    assert list((tmp_path / "dist/mnist").iterdir()) == []
+
+
+def export_keras_wrappers(model, directory: Path) -> None:
+    """The export as it was: a ``tf.Module`` tracking the ``keras.Variable`` wrappers. It
+    passes ``tf.saved_model.load``, but its saver restores copies the signature never reads."""
+
+    def serve(images):
+        probabilities = model(images, training=False)
+        return {"probabilities": probabilities, "digit": tf.argmax(probabilities, -1, tf.int32)}
+
+    signature = tf.function(
+        serve, input_signature=[tf.TensorSpec([None, *IMAGE_SHAPE], tf.uint8, "images")]
+    ).get_concrete_function()
+    root = tf.Module()
+    root.model_weights = list(model.weights)
+    tf.saved_model.save(root, str(directory), signatures={"serving_default": signature})
+
+
+def test_an_export_tensorflow_serving_cannot_load_is_refused_and_not_written(
+    tmp_path: Path, packaged: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stages.package, "export_savedmodel", export_keras_wrappers)
+    with pytest.raises(StageError) as raised:
+        package_into(tmp_path / "dist", packaged)
+    assert re.fullmatch(
+        r"exported model does not run in a TF1 session, as TensorFlow Serving loads it"
+        r" \(FailedPreconditionError: Could not find variable [\w/]+\); the export was not written",
+        str(raised.value),
+    ), str(raised.value)
+    assert list((tmp_path / "dist/mnist").iterdir()) == []
+
+
+@pytest.mark.parametrize(("batch_size", "differing"), [(1, 8), (1000, 10000)])
+def test_a_session_loader_disagreement_is_refused_and_not_written(
+    tmp_path: Path,
+    packaged: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    batch_size: int,
+    differing: int,
+) -> None:
+    """The TF2 loader agreeing is not enough: each session check must agree on its own."""
+
+    def served_wrong_at(directory: Path, images: np.ndarray, size: int) -> dict:
+        outputs = run_signature_in_session(directory, images, size)
+        if size == batch_size:
+            outputs["digit"] = (outputs["digit"] + 1) % 10
+        return outputs
+
+    monkeypatch.setattr(stages.package, "run_signature_in_session", served_wrong_at)
+    with pytest.raises(StageError) as raised:
+        package_into(tmp_path / "dist", packaged)
+    assert re.fullmatch(
+        r"exported model disagrees with the trained model when loaded by"
+        rf" tf\.compat\.v1\.saved_model\.loader\.load \(batches of {batch_size}\): {differing}"
+        r" different digits, probabilities differ by up to \d\.\d\de[+-]\d\d \(tolerance"
+        r" 1e-05\); the export was not written",
+        str(raised.value),
+    ), str(raised.value)
     assert list((tmp_path / "dist/mnist").iterdir()) == []
 
 

@@ -1,0 +1,42 @@
+"""Run a SavedModel's ``serving_default`` signature the way TensorFlow Serving loads it.
+
+TensorFlow Serving's C++ loader (``SavedModelBundle``, as ``saved_model_cli run``) does not
+rebuild Python objects as ``tf.saved_model.load`` does: it imports the MetaGraph into a TF1
+session, runs the saver's restore op to fill the variables, then feeds and fetches the
+signature's tensors by name. An export can pass the TF2 loader and still fail there (a function
+reading variable handles that the saver does not restore), so the ``package`` stage checks both,
+and a serving host can check a synced model before a server loads it. Needs only TensorFlow and
+NumPy, not Keras or the rest of the pipeline. TensorFlow logs that this loader is deprecated for
+``tf.saved_model.load``: that is the TF2 loader, the one this module is not.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+SERVING_TAG = "serve"  # the MetaGraph TensorFlow Serving loads (tf.saved_model.SERVING)
+SIGNATURE = "serving_default"
+INPUT = "images"
+
+
+def run_signature_in_session(
+    directory: Path, images: np.ndarray, batch_size: int
+) -> dict[str, np.ndarray]:
+    """The signature's outputs for ``images``, run ``batch_size`` at a time in a fresh session.
+
+    TensorFlow's own errors (e.g. ``FailedPreconditionError`` for a variable the saver did not
+    restore) propagate unchanged: the caller decides how to report them.
+    """
+    with tf.compat.v1.Session(graph=tf.Graph()) as session:
+        meta_graph = tf.compat.v1.saved_model.loader.load(session, [SERVING_TAG], str(directory))
+        signature = meta_graph.signature_def[SIGNATURE]
+        feed = signature.inputs[INPUT].name
+        fetches = {name: output.name for name, output in signature.outputs.items()}
+        batches = [
+            session.run(fetches, feed_dict={feed: images[start : start + batch_size]})
+            for start in range(0, len(images), batch_size)
+        ]
+    return {name: np.concatenate([batch[name] for batch in batches]) for name in fetches}
