@@ -8,13 +8,17 @@ The bucket is the DVC remote's (``url`` in .dvc/config, with ``endpointurl``/``r
 ``--local`` override): named in one place. Credentials come from the standard web-identity chain
 (``AWS_ROLE_ARN`` = the release role, ``AWS_WEB_IDENTITY_TOKEN_FILE``).
 
+The version's files are followed by ``MANIFEST.json`` (serving/manifest.py: the sha256 and size
+of each), which a serving host checks every byte against before it serves the version
+(``python -m serving.sync``). A version is published when its manifest is in the bucket.
+
 A published version is never overwritten, and earlier versions are left alone for rollback:
-- a version whose ``saved_model.pb`` is in the bucket is refused before anything is uploaded;
+- a version whose ``MANIFEST.json`` is in the bucket is refused before anything is uploaded;
 - every upload carries ``If-None-Match: *``, so S3 itself refuses (412) to replace a key that
   appeared meanwhile (the bucket policy in infra/ denies uploads under ``releases/`` without it);
-- ``saved_model.pb`` goes last: until it is there, TensorFlow Serving does not see a model, and a
-  release that failed half-way is completed by running the job again (keys already there must
-  hold the same bytes, else it is refused).
+- ``saved_model.pb`` goes after the other files and ``MANIFEST.json`` last: until the manifest is
+  there, no host syncs the version, and a release that failed half-way is completed by running
+  the job again (keys already there must hold the same bytes, else it is refused).
 """
 
 from __future__ import annotations
@@ -27,12 +31,13 @@ from urllib.parse import urlparse
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from serving.manifest import NAME as MANIFEST
+from serving.manifest import describe, release_prefix, render
 from stages.cli import StageError
 from stages.config import load_params
 from stages.paths import DIST_DIR
 
-PREFIX = "releases"
-LAST = "saved_model.pb"  # what makes a version visible to TensorFlow Serving
+LAST = "saved_model.pb"  # what makes a folder a SavedModel: the last of the version's own files
 
 
 class Refusal(Exception):
@@ -75,7 +80,7 @@ def md5(path: Path) -> str:
 
 def to_upload(local: dict[str, str], remote: dict[str, str], where: str) -> list[str]:
     """What is left to upload (relative path -> md5 on both sides), ``saved_model.pb`` last."""
-    if LAST in remote:
+    if MANIFEST in remote:
         raise Refusal(
             f"{where} is already published; versions are never overwritten: raise"
             " package.version in params.yaml to release a new one"
@@ -106,29 +111,33 @@ def published(s3, bucket: str, prefix: str) -> dict[str, str]:
     return found
 
 
+def put_once(s3, bucket: str, key: str, body: bytes, where: str) -> None:
+    """Upload ``key`` unless it exists (If-None-Match: *); a 412 means the version is taken."""
+    try:
+        s3.put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*")
+    except ClientError as error:
+        if error.response["Error"]["Code"] in ("PreconditionFailed", "412"):
+            raise Refusal(f"s3://{bucket}/{key} appeared meanwhile; {where} is taken") from None
+        raise
+
+
 def publish(s3, bucket: str, name: str, version: int, directory: Path) -> list[str]:
-    """Upload the version's missing files, write-once; return the keys written."""
-    prefix = f"{PREFIX}/{name}/{version}/"
+    """Upload the version's missing files, then its manifest, write-once; return the keys."""
+    prefix = f"{release_prefix(name)}{version}/"
     where = f"s3://{bucket}/{prefix}"
     files = local_files(directory)
     if LAST not in files:
         raise Refusal(f"{directory} holds no {LAST}; run `dvc repro` (package) first")
+    if MANIFEST in files:
+        raise Refusal(f"{directory} holds a {MANIFEST}, which is the release's own; remove it")
     remaining = to_upload(
         {n: md5(p) for n, p in files.items()}, published(s3, bucket, prefix), where
     )
-    written = []
+    manifest = render(name, version, describe(files))
     for relative in remaining:
-        key = prefix + relative
-        try:
-            s3.put_object(
-                Bucket=bucket, Key=key, Body=files[relative].read_bytes(), IfNoneMatch="*"
-            )
-        except ClientError as error:
-            if error.response["Error"]["Code"] in ("PreconditionFailed", "412"):
-                raise Refusal(f"s3://{bucket}/{key} appeared meanwhile; {where} is taken") from None
-            raise
-        written.append(key)
-    return written
+        put_once(s3, bucket, prefix + relative, files[relative].read_bytes(), where)
+    put_once(s3, bucket, prefix + MANIFEST, manifest, where)
+    return [prefix + relative for relative in [*remaining, MANIFEST]]
 
 
 def main() -> int:
@@ -154,7 +163,7 @@ def main() -> int:
             file=sys.stderr,
         )
         return 1
-    where = f"s3://{bucket.name}/{PREFIX}/{package.model_name}/{package.version}/"
+    where = f"s3://{bucket.name}/{release_prefix(package.model_name)}{package.version}/"
     print(f"release: {len(written)} files published to {where}")
     return 0
 

@@ -42,7 +42,7 @@ from stages.paths import (
     TRAIN_REPORT,
     TRAINED_MODEL,
 )
-from stages.session_loader import SIGNATURE, run_signature_in_session
+from stages.session_loader import SIGNATURE, error_gist, run_signature_in_session
 from stages.task import IMAGE_SHAPE
 
 CARD_DIR = "assets.extra"
@@ -129,13 +129,6 @@ def predict_with_export(directory: Path, images: np.ndarray) -> dict[str, np.nda
         for start in range(0, len(images), PREDICT_BATCH)
     ]
     return {name: np.concatenate([batch[name].numpy() for batch in batches]) for name in batches[0]}
-
-
-def error_gist(error: tf.errors.OpError) -> str:
-    """The gist of a TensorFlow error, whose message is a header, a cause and the failing node."""
-    lines = [line.strip() for line in error.message.splitlines() if line.strip()]
-    cause = next((line for line in lines if not line.endswith(":")), type(error).__name__)
-    return f"{type(error).__name__}: {cause.split('. ')[0]}"
 
 
 def predict_in_session(directory: Path, images: np.ndarray, batch_size: int) -> dict:

@@ -40,3 +40,11 @@ def run_signature_in_session(
             for start in range(0, len(images), batch_size)
         ]
     return {name: np.concatenate([batch[name] for batch in batches]) for name in fetches}
+
+
+def error_gist(error: Exception) -> str:
+    """What a TensorFlow error says went wrong, in one line: its message is a header ending in
+    ':', then the cause, then the failing node, too long for a one-line refusal."""
+    lines = [line.strip() for line in str(getattr(error, "message", error)).splitlines()]
+    cause = next((line for line in lines if line and not line.endswith(":")), "")
+    return f"{type(error).__name__}: {cause.split('. ')[0]}" if cause else type(error).__name__

@@ -12,6 +12,14 @@ import pytest
 
 from tests.helpers import SHARED_MNIST
 
+# Modules that take minutes on one worker (two default-params pipelines each): started first, so
+# that the other worker runs the rest of the suite beside them instead of after them.
+LONGEST_MODULES = ("test_lock_reproduced.py",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.path.name not in LONGEST_MODULES)  # stable: order kept
+
 
 @pytest.fixture(scope="session", autouse=True)
 def no_public_mirrors() -> Iterator[None]:

@@ -6,6 +6,8 @@ an intrinsic function). So the template is also rendered with sample parameters:
 resolved, trust policies parsed. The rendered trust policies are linted too, and the security
 checks below run on those real values, evaluating each trust policy against CircleCI-shaped
 tokens the way IAM would. Every check is shown to fire when its property is removed.
+The serving role (TensorFlow Serving hosts) is held to the same checks: no CircleCI token may
+assume it, only EC2 may, and it reads releases/ and nothing else.
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ BUCKET_ARN = f"arn:aws:s3:::{BUCKET}"
 ISSUER = f"oidc.circleci.com/org/{ORG}"  # the provider URL without https://, IAM's key prefix
 EXISTING_PROVIDER_ARN = f"arn:aws:iam::{ACCOUNT}:oidc-provider/{ISSUER}"
 CREATED_PROVIDER_ARN = "<CircleCiOidcProvider.Arn>"  # what GetAtt returns at deploy time
-ROLES = {"push": "PushRole", "read": "ReadRole", "release": "ReleaseRole"}
+CI_ROLES = {"push": "PushRole", "read": "ReadRole", "release": "ReleaseRole"}
+ROLES = {**CI_ROLES, "serving": "ServingRole"}
 
 
 # --- rendering: the template's intrinsics resolved for one set of parameters ------------------
@@ -217,7 +220,20 @@ TOKENS = {
 }
 MAIN_ONLY = {"main"}
 EVERY_BRANCH = {"main", "branch", "tag"}
-EXPECTED_TRUST = {"push": MAIN_ONLY, "read": EVERY_BRANCH, "release": MAIN_ONLY}
+EXPECTED_TRUST = {"push": MAIN_ONLY, "read": EVERY_BRANCH, "release": MAIN_ONLY, "serving": set()}
+# What each role may list (s3:prefix) and read (s3:GetObject), exactly.
+LISTS = {
+    "push": ["dvc/*"],
+    "read": ["dvc/*"],
+    "release": ["dvc/*", "releases/*"],
+    "serving": ["releases/*"],
+}
+READS = {
+    role: [f"{BUCKET_ARN}/{prefix}" for prefix in prefixes] for role, prefixes in LISTS.items()
+}
+SERVING_TRUST = [
+    {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
+]
 
 
 # --- the security properties, as a list of what is wrong ---------------------------------------
@@ -311,6 +327,22 @@ def trust_problems(rendered: dict, provider_arn: str = CREATED_PROVIDER_ARN) -> 
     return problems
 
 
+def serving_trust_problems(rendered: dict) -> list[str]:
+    """The serving role is for EC2 instances (its instance profile), never for CI."""
+    role = rendered["Resources"]["ServingRole"]["Properties"]
+    problems = []
+    if role["AssumeRolePolicyDocument"]["Statement"] != SERVING_TRUST:
+        problems.append("serving role trusts more than EC2 instances")
+    profiles = [
+        resource["Properties"]["Roles"]
+        for resource in rendered["Resources"].values()
+        if resource["Type"] == "AWS::IAM::InstanceProfile"
+    ]
+    if profiles != [["<ServingRole>"]]:
+        problems.append(f"the serving role's instance profile is not the only one: {profiles}")
+    return problems
+
+
 def permission_problems(rendered: dict) -> list[str]:
     problems = []
     for role in ROLES:
@@ -330,7 +362,7 @@ def permission_problems(rendered: dict) -> list[str]:
                 prefixes = listed(
                     statement.get("Condition", {}).get("StringLike", {}).get("s3:prefix", [])
                 )
-                if not prefixes or any(not re.match(r"(dvc|releases)/", p) for p in prefixes):
+                if not prefixes or any(prefix not in LISTS[role] for prefix in prefixes):
                     problems.append(f"{role} role may list outside its prefixes: {prefixes}")
         for action in ("s3:DeleteObject", "s3:DeleteObjectVersion"):
             if allowed_resources(statements, action):
@@ -340,11 +372,17 @@ def permission_problems(rendered: dict) -> list[str]:
             "push": [f"{BUCKET_ARN}/dvc/*"],
             "read": [],
             "release": [f"{BUCKET_ARN}/releases/*"],
+            "serving": [],
         }[role]
         if sorted(puts) != wanted_puts:
             problems.append(f"{role} role may s3:PutObject on {puts}, not only {wanted_puts}")
-        if f"{BUCKET_ARN}/dvc/*" not in allowed_resources(statements, "s3:GetObject"):
-            problems.append(f"{role} role cannot read the DVC remote")
+        reads = allowed_resources(statements, "s3:GetObject")
+        for resource in READS[role]:
+            if resource not in reads:
+                problems.append(f"{role} role cannot read {resource}")
+        beyond = [resource for resource in reads if resource not in READS[role]]
+        if beyond:
+            problems.append(f"{role} role may read outside its prefixes: {beyond}")
     return problems
 
 
@@ -354,6 +392,7 @@ def problems(text: str) -> list[str]:
         bucket_problems(rendered)
         + bucket_policy_problems(rendered)
         + trust_problems(rendered)
+        + serving_trust_problems(rendered)
         + permission_problems(rendered)
     )
 
@@ -414,7 +453,7 @@ def test_reusing_an_existing_provider() -> None:
         assert Renderer(template, {"CreateOidcProvider": create}).condition("CreateProvider") is (
             create == "true"
         )
-        for name in ROLES.values():
+        for name in CI_ROLES.values():
             document = rendered["Resources"][name]["Properties"]["AssumeRolePolicyDocument"]
             assert all(
                 statement["Principal"] == {"Federated": arn} for statement in document["Statement"]
@@ -435,6 +474,7 @@ def test_parameters_outputs_and_session_length() -> None:
     outputs = {name: output["Value"] for name, output in rendered["Outputs"].items()}
     assert outputs["BucketName"] == BUCKET
     assert outputs["DvcRemoteUrl"] == f"s3://{BUCKET}/dvc"
+    assert outputs["ServingInstanceProfileName"] == "<ServingInstanceProfile>"
     for role, resource in ROLES.items():
         assert outputs[f"{role.capitalize()}RoleArn"] == f"<{resource}.Arn>"
         # The AWS SDKs ask for one-hour sessions and re-assume from the token file when it ends.
@@ -511,9 +551,10 @@ MUTATIONS = [
         "release role may s3:DeleteObject",
     ),
     (
-        "Resource: !Sub ${Bucket.Arn}/releases/*\n\nOutputs",
-        "Resource: !Sub ${Bucket.Arn}/*\n\nOutputs",
+        "Resource: !Sub ${Bucket.Arn}/releases/*",
+        "Resource: !Sub ${Bucket.Arn}/*",
         "release role may s3:PutObject",
+        "- Sid: AddReleases",
     ),
     (
         "                  - s3:GetObject\n                  - s3:PutObject\n"
@@ -531,6 +572,49 @@ MUTATIONS = [
         "                    s3:prefix: [dvc/*]\n              - Sid: ReadDvcObjects\n",
         "              - Sid: ReadDvcObjects\n",
         "read role may list outside its prefixes",
+    ),
+    (
+        "Action: s3:GetObject\n                Resource: !Sub ${Bucket.Arn}/releases/*",
+        "Action: [s3:GetObject, s3:PutObject]\n"
+        "                Resource: !Sub ${Bucket.Arn}/releases/*",
+        "serving role may s3:PutObject",
+        "  ServingRole:",
+    ),
+    (
+        "Resource: !Sub ${Bucket.Arn}/releases/*\n\n  ServingInstanceProfile",
+        "Resource: !Sub ${Bucket.Arn}/*\n\n  ServingInstanceProfile",
+        "serving role may read outside its prefixes",
+    ),
+    (
+        "Resource: !Sub ${Bucket.Arn}/releases/*\n\n  ServingInstanceProfile",
+        "Resource: !Sub ${Bucket.Arn}/releases/*\n"
+        "              - Effect: Allow\n"
+        "                Action: s3:GetObject\n"
+        "                Resource: !Sub ${Bucket.Arn}/dvc/*\n\n  ServingInstanceProfile",
+        "serving role may read outside its prefixes",
+    ),
+    (
+        "s3:prefix: [releases/*]",
+        "s3:prefix: [dvc/*, releases/*]",
+        "serving role may list outside its prefixes",
+        "  ServingRole:",
+    ),
+    (
+        "Principal:\n              Service: ec2.amazonaws.com\n"
+        "            Action: sts:AssumeRole\n",
+        "Principal:\n              Federated: !GetAtt CircleCiOidcProvider.Arn\n"
+        "            Action: sts:AssumeRoleWithWebIdentity\n",
+        "serving role accepts the branch token",
+    ),
+    (
+        "Service: ec2.amazonaws.com",
+        "Service: [ec2.amazonaws.com, lambda.amazonaws.com]",
+        "serving role trusts more than EC2 instances",
+    ),
+    (
+        "      Roles: [!Ref ServingRole]",
+        "      Roles: [!Ref PushRole]",
+        "the serving role's instance profile is not the only one",
     ),
 ]
 
@@ -576,26 +660,47 @@ def test_setup_guide_matches_the_template_and_ci() -> None:
 # The test-bed modules are imported inside these tests so that the checks above stay light.
 
 BED_RELEASE_ROLE = "arn:aws:iam::role/Release"
+# SeaweedFS has no EC2 instance profiles: on the test bed the serving role is assumed with a
+# token of the local issuer instead; its permissions are the template's all the same.
+BED_SERVING_ROLE = "arn:aws:iam::role/Serving"
+
+
+def template_policy(role: str) -> dict:
+    """A test-bed policy ``template-<role>``: the template's permissions of ``role``, exactly."""
+    from testbed.s3 import BUCKET
+
+    rendered = render(TEXT, BucketName=BUCKET)
+    policy = rendered["Resources"][ROLES[role]]["Properties"]["Policies"][0]
+    document = json.loads(json.dumps(policy["PolicyDocument"]))
+    validate = {"Effect": "Allow", "Action": ["sts:ValidateSession"], "Resource": ["*"]}
+    document["Statement"].append(validate)  # SeaweedFS needs this
+    return {"name": f"template-{role}", "document": document}
+
+
+def bed_role(trusted_like: dict, arn: str, role: str) -> dict:
+    """A test-bed role trusting what ``trusted_like`` trusts, holding ``template_policy(role)``."""
+    return {
+        **json.loads(json.dumps(trusted_like)),
+        "roleName": arn.rsplit("/", 1)[1],
+        "roleArn": arn,
+        "attachedPolicies": [f"template-{role}"],
+    }
 
 
 @pytest.fixture(scope="module")
 def template_bed(tmp_path_factory: pytest.TempPathFactory, oidc_issuer) -> Iterator:
-    """SeaweedFS whose push, read and release roles carry exactly the template's policies."""
+    """SeaweedFS whose push, read, release and serving roles carry the template's policies."""
     from testbed import s3 as s3bed
 
-    rendered = render(TEXT, BucketName=s3bed.BUCKET)
     iam = s3bed.iam_config(oidc_issuer.url)
-    validate = {"Effect": "Allow", "Action": ["sts:ValidateSession"], "Resource": ["*"]}
-    iam["policies"] = []
-    for role, name in ROLES.items():
-        document = json.loads(json.dumps(rendered["Resources"][name]["Properties"]["Policies"][0]))
-        document["PolicyDocument"]["Statement"].append(validate)  # SeaweedFS needs this
-        iam["policies"].append({"name": f"template-{role}", "document": document["PolicyDocument"]})
+    iam["policies"] = [template_policy(role) for role in ROLES]
     push, read = iam["roles"][:2]  # push trusts main only, read every branch
-    release = {**json.loads(json.dumps(push)), "roleName": "Release", "roleArn": BED_RELEASE_ROLE}
-    for role, entry in (("push", push), ("read", read), ("release", release)):
-        entry["attachedPolicies"] = [f"template-{role}"]
-    iam["roles"] = [push, read, release]  # the test bed's own release role is not used here
+    iam["roles"] = [  # the test bed's own release role is not used here
+        bed_role(push, s3bed.PUSH_ROLE, "push"),
+        bed_role(read, s3bed.READ_ROLE, "read"),
+        bed_role(push, BED_RELEASE_ROLE, "release"),
+        bed_role(read, BED_SERVING_ROLE, "serving"),
+    ]
     bed = s3bed.SeaweedFS(tmp_path_factory.mktemp("seaweedfs"), iam).start()
     yield bed
     bed.stop()
@@ -707,3 +812,36 @@ def test_each_role_is_held_to_its_prefixes(template_bed, oidc_issuer) -> None:
     assert refused(read.list_objects_v2, Prefix="")
     with pytest.raises(ClientError, match="404"):  # a missing object is a 404, not a 403
         read.head_object(Bucket=BUCKET, Key="dvc/files/md5/00/missing")
+
+
+def test_the_serving_role_reads_releases_and_nothing_else(template_bed, oidc_issuer) -> None:
+    """What a TensorFlow Serving host may do with the serving role (python -m serving.sync)."""
+    from botocore.exceptions import ClientError
+
+    from testbed.s3 import BUCKET, PUSH_ROLE
+
+    def refused(call, **kwargs) -> bool:
+        try:
+            call(Bucket=BUCKET, **kwargs)
+        except ClientError as error:
+            return error.response["Error"]["Code"] == "AccessDenied"
+        return False
+
+    release = s3_session(template_bed, oidc_issuer, BED_RELEASE_ROLE)
+    release.put_object(Bucket=BUCKET, Key="releases/mnist/7/saved_model.pb", Body=b"release")
+    push = s3_session(template_bed, oidc_issuer, PUSH_ROLE)
+    push.put_object(Bucket=BUCKET, Key="dvc/files/md5/ab/cdef", Body=b"dvc data")
+    serving = s3_session(template_bed, oidc_issuer, BED_SERVING_ROLE, ref="refs/heads/any")
+
+    listed = serving.list_objects_v2(Bucket=BUCKET, Prefix="releases/mnist/")["Contents"]
+    assert "releases/mnist/7/saved_model.pb" in [item["Key"] for item in listed]
+    body = serving.get_object(Bucket=BUCKET, Key="releases/mnist/7/saved_model.pb")["Body"]
+    assert body.read() == b"release"
+    assert refused(serving.put_object, Key="releases/mnist/8/saved_model.pb", Body=b"x")
+    assert refused(serving.put_object, Key="releases/mnist/7/saved_model.pb", Body=b"x")
+    assert refused(serving.delete_object, Key="releases/mnist/7/saved_model.pb")
+    assert refused(serving.get_object, Key="dvc/files/md5/ab/cdef")
+    assert refused(serving.put_object, Key="dvc/files/md5/ab/cdef", Body=b"x")
+    assert refused(serving.list_objects_v2, Prefix="dvc/")
+    assert refused(serving.list_objects_v2)  # no prefix: the whole bucket
+    assert refused(serving.put_object, Key="elsewhere", Body=b"x")

@@ -174,8 +174,8 @@ def test_model_card_says_where_the_model_was_trained(packaged: Path) -> None:
         "Trained on CPU (default strategy, 1 replica(s), global batch 128, peak learning rate"
         f" 0.003), dtype policy float32, XLA off; TensorFlow {tf.__version__} built with CUDA"
         f" {build['cuda_version']}, cuDNN {build['cudnn_version']}; CPU recipe"
-        " `TF_NUM_INTRAOP_THREADS=2`, `TF_NUM_INTEROP_THREADS=2`, `TF_ENABLE_ONEDNN_OPTS=0`,"
-        " `ONEDNN_MAX_CPU_ISA=AVX`"
+        " `ONEDNN_MAX_CPU_ISA=AVX`, `TF_ENABLE_ONEDNN_OPTS=0`, `TF_NUM_INTEROP_THREADS=2`,"
+        " `TF_NUM_INTRAOP_THREADS=2`"
     ) in markdown
 
 

@@ -268,6 +268,7 @@ TWO_CPU_REPLICAS = """
 import sys
 from pathlib import Path
 
+import stages  # its CPU recipe, before TensorFlow loads
 import tensorflow as tf
 
 cpu = tf.config.list_physical_devices("CPU")[0]
