@@ -117,7 +117,9 @@ def rollback(labels: Labels, versions: list[int]) -> Labels:
     while earlier:
         version = earlier.pop()
         if version in versions and version != labels.stable:
-            return replace(labels, stable=version, earlier_stables=tuple(earlier))
+            return without_canary_on_stable(
+                replace(labels, stable=version, earlier_stables=tuple(earlier))
+            )
     stable = labels.stable
     lower = [version for version in versions if stable is not None and version < stable]
     if not lower:
@@ -125,7 +127,12 @@ def rollback(labels: Labels, versions: list[int]) -> Labels:
             f"nothing to roll back to: stable {labels.stable} has no earlier stable and no lower"
             " version on this host; stable is unchanged"
         )
-    return replace(labels, stable=max(lower), earlier_stables=())
+    return without_canary_on_stable(replace(labels, stable=max(lower), earlier_stables=()))
+
+
+def without_canary_on_stable(labels: Labels) -> Labels:
+    """A canary is another version than stable; rolled back onto it, it is stable, not a canary."""
+    return replace(labels, canary=None) if labels.canary == labels.stable else labels
 
 
 def change(host: Host, command: str, version: int | None) -> Labels:

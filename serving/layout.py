@@ -6,6 +6,7 @@
       labels.json                stable, canary, earlier stables: what the config's labels say
       .incoming-<v>-<random>/    a version being downloaded; a sync killed there leaves it behind,
                                  the next sync removes it
+      .retired-<v>-<random>/     a version being removed (renamed out of sight first); likewise
       .sync.lock  .labels.lock   one sync at a time; label changes never wait for a download
 
 TF Serving loads only folders whose name is an integer, so nothing but a complete, verified
@@ -23,7 +24,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from stages.cli import StageError
+
 STAGING_PREFIX = ".incoming-"
+RETIRED_PREFIX = ".retired-"
 CONFIG_NAME = "models.config"
 LABELS_NAME = "labels.json"
 
@@ -67,12 +71,31 @@ class Host:
         staging.chmod(0o755)  # mkdtemp's 0700 would hide it from a server running as another user
         return staging
 
+    def retire(self, version: int) -> Path:
+        """Rename a version out of TF Serving's sight (atomic); the caller deletes it after."""
+        hidden = Path(tempfile.mkdtemp(prefix=f"{RETIRED_PREFIX}{version}-", dir=self.base))
+        hidden.rmdir()
+        self.version_dir(version).rename(hidden)
+        return hidden
+
     def stale_staging(self) -> list[Path]:
-        return sorted(self.base.glob(f"{STAGING_PREFIX}*"))
+        """Folders an interrupted sync left: a download or a removal it did not finish."""
+        prefixes = (STAGING_PREFIX, RETIRED_PREFIX)
+        return sorted(path for prefix in prefixes for path in self.base.glob(f"{prefix}*"))
 
     @contextlib.contextmanager
-    def lock(self, name: str) -> Iterator[None]:
-        """Hold ``.<name>.lock`` exclusively (released by the kernel if the process dies)."""
+    def lock(self, name: str, wait: bool = True) -> Iterator[None]:
+        """Hold ``.<name>.lock`` exclusively (released by the kernel if the process dies).
+
+        ``wait=False`` refuses at once when it is held: a sync started by cron while the last one
+        is still downloading has nothing to add, and queueing would pile them up.
+        """
         with (self.base / f".{name}.lock").open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                raise StageError(
+                    f"another {name} is running on {self.base} (it holds .{name}.lock); this one"
+                    " changed nothing: let that one finish"
+                ) from None
             yield

@@ -24,7 +24,7 @@ FIX = "release a fixed model as a new version"
 def check_loads(directory: Path) -> None:
     """Refuse the SavedModel in ``directory`` unless it serves the documented signature."""
     # TensorFlow is imported only when a version is new: a sync with nothing to do stays quick.
-    from stages.session_loader import error_gist, run_signature_in_session
+    from stages.session_loader import LOAD_ERRORS, error_gist, run_signature_in_session
 
     # The TF1 loader is the point here; its deprecation notice would bury the sync's own lines.
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
@@ -32,7 +32,7 @@ def check_loads(directory: Path) -> None:
     blank = np.zeros((1, *IMAGE_SHAPE), np.uint8)
     try:
         outputs = run_signature_in_session(directory, blank, batch_size=1)
-    except Exception as error:  # TensorFlow raises many kinds; any of them means "not servable"
+    except LOAD_ERRORS as error:
         raise Refused(
             f"it does not load the way TensorFlow Serving loads it ({error_gist(error)}); {FIX}"
         ) from None

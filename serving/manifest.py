@@ -72,15 +72,31 @@ def render(model: str, version: int, files: dict[str, FileEntry]) -> bytes:
     return (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
 
 
+MAX_PART = 255  # bytes in one file or folder name, on every common Linux file system
+
+
 def safe_relative(name: str) -> bool:
-    """A path that stays inside the version folder once joined to it."""
+    """A path that stays inside the version folder once joined to it, and can be written there."""
     path = PurePosixPath(name)
     return (
         bool(name)
         and not path.is_absolute()
         and all(part not in ("", ".", "..") for part in name.split("/"))
+        and all(len(part.encode()) <= MAX_PART for part in name.split("/"))
+        and not any(ord(character) < 32 or character == "\x7f" for character in name)
         and name != NAME
     )
+
+
+def clashing(names: Iterable[str]) -> str | None:
+    """A name that is also another name's folder (``a`` and ``a/b``): not both can be written."""
+    listed = set(names)
+    for name in sorted(listed):
+        parents = PurePosixPath(name).parents
+        clash = next((str(p) for p in parents if str(p) in listed), None)
+        if clash:
+            return clash
+    return None
 
 
 def parse(data: bytes, model: str, version: int) -> dict[str, FileEntry]:
@@ -109,4 +125,7 @@ def parse(data: bytes, model: str, version: int) -> dict[str, FileEntry]:
         if not (type(size) is int and size >= 0):
             raise ManifestError(f"its size of {name} is not a byte count")
         entries[name] = FileEntry(sha256, size)
+    clash = clashing(entries)
+    if clash:
+        raise ManifestError(f"it lists {clash!r} both as a file and as a folder")
     return entries

@@ -36,15 +36,8 @@ from serving.fetch import download, listing
 from serving.layout import Host
 from serving.load_check import check_loads
 from serving.manifest import NAME, release_prefix
+from stages.artifacts import fsync
 from stages.cli import StageError, run_stage
-
-
-def fsync_directory(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def add_version(s3, bucket: str, host: Host, version: int, objects: dict[str, int]) -> int:
@@ -54,9 +47,9 @@ def add_version(s3, bucket: str, host: Host, version: int, objects: dict[str, in
         entries = download(s3, bucket, host.model, version, objects, staging)
         check_loads(staging)
         for directory in [staging, *(p for p in staging.rglob("*") if p.is_dir())]:
-            fsync_directory(directory)  # the files are; their names too, before they appear
+            fsync(directory)  # the files are; their names too, before they appear
         staging.rename(host.version_dir(version))
-        fsync_directory(host.base)
+        fsync(host.base)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return len(entries)
@@ -66,8 +59,8 @@ def retire(host: Host, published: set[int], current: labels.Labels) -> list[int]
     """Remove versions no longer published that no label points at; return them."""
     labelled = set(current.in_config().values())
     retired = [v for v in host.versions() if v not in published and v not in labelled]
-    for version in retired:
-        shutil.rmtree(host.version_dir(version))
+    for version in retired:  # out of sight in one rename, then deleted: never half a version
+        shutil.rmtree(host.retire(version))
     for version in sorted(labelled - published):
         print(
             f"sync: warning: version {version} is no longer published but is labelled; kept"
@@ -95,6 +88,14 @@ def add_versions(
                 file=sys.stderr,
             )
             failed.append(version)
+        except OSError as error:  # e.g. a full disk: this host's trouble, not the release's
+            print(
+                f"sync: error: version {version} not synced: writing it under {host.base}"
+                f" failed ({error}); free space or fix the folder's permissions, then run the"
+                " sync again",
+                file=sys.stderr,
+            )
+            failed.append(version)
         else:
             print(f"sync: version {version}: {count} files verified and loaded; in place")
     return failed
@@ -103,7 +104,7 @@ def add_versions(
 def sync(s3, bucket: str, host: Host) -> list[int]:
     """Bring the host in step with the bucket; return the versions that failed."""
     host.base.mkdir(parents=True, exist_ok=True)
-    with host.lock("sync"):
+    with host.lock("sync", wait=False):
         for stale in host.stale_staging():
             shutil.rmtree(stale)
             print(f"sync: removed {stale.name}, left by an interrupted sync")

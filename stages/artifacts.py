@@ -22,7 +22,10 @@ import numpy as np
 def atomic_path(target: Path | str) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; move it onto ``target`` only if the block succeeds.
 
-    Works for a file or a directory written by the caller at the yielded path.
+    Works for a file or a directory written by the caller at the yielded path. A file replaces
+    its target in one rename, so a reader (or a process killed at any moment) sees the old file or
+    the new one, never none; it is flushed to disk first. A directory cannot be renamed over a
+    non-empty one, so an existing target directory is removed just before.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -32,10 +35,23 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
         yield staged
         if not staged.exists():
             raise FileNotFoundError(f"nothing was written for {target}")
-        remove(target)
+        if staged.is_file():
+            fsync(staged)
+        if staged.is_dir() or (target.is_dir() and not target.is_symlink()):
+            remove(target)
         os.replace(staged, target)
+        fsync(target.parent)  # the rename itself
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def fsync(path: Path) -> None:
+    """Flush a file's bytes, or a directory's entries, to disk."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def remove(path: Path) -> None:

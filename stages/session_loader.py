@@ -17,6 +17,11 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+# What a SavedModel TensorFlow Serving could not serve raises here: TensorFlow's own errors (a
+# variable nothing restored), OSError (a saved_model.pb that does not parse), RuntimeError (no
+# MetaGraph with the serve tag), KeyError (no such signature or input), ValueError (inputs of
+# another shape or type).
+LOAD_ERRORS = (tf.errors.OpError, OSError, RuntimeError, KeyError, ValueError)
 SERVING_TAG = "serve"  # the MetaGraph TensorFlow Serving loads (tf.saved_model.SERVING)
 SIGNATURE = "serving_default"
 INPUT = "images"

@@ -47,8 +47,8 @@ def read_lock(name: str) -> dict[str, list[Pin]]:
             pins.setdefault(canonicalize_name(entry[1]), []).append(current)
         elif current and (digest := re.search(r"--hash=sha256:([0-9a-f]{64})", line)):
             current.hashes.append(digest[1])
-        elif current and (parent := re.match(r"\s+#(?: via)?\s+(\S.*)$", line)):
-            current.via.append(parent[1].strip())
+        elif current and (parent := re.match(r"\s+# (?:via |  )(\S.*)$", line)):
+            current.via.append(parent[1].strip())  # "# via x" or, under a bare "# via", "#   x"
     return pins
 
 
@@ -83,7 +83,9 @@ def test_every_locked_package_has_hashes_and_a_reason_to_be_there(lock: str) -> 
     for name, entries in pins.items():
         for pin in entries:
             assert pin.hashes, f"{lock}: {name} has no hash"
+            assert pin.via, f"{lock}: {name} says not what requires it"
             parents = {canonicalize_name(p) if not p.startswith("-") else p for p in pin.via}
+            assert parents <= roots | set(pins) | {"-c requirements.lock"}, (lock, name, parents)
             assert parents & (roots | set(pins)), f"{lock}: nothing requires {name}: re-lock"
 
 

@@ -15,7 +15,7 @@ from serving import labels
 from serving.labels import Labels
 from serving.layout import Host
 from stages.cli import StageError, run_stage
-from tests.test_serving_model_config import parse_config
+from tests.tf_serving_config import parse_config
 
 
 @pytest.fixture
@@ -99,6 +99,13 @@ def test_the_canary_is_kept_across_a_rollback(host: Host, capsys) -> None:
     labels.apply(host, Labels(stable=3, canary=4, earlier_stables=(2,)))
     command(host, capsys, "rollback")
     assert served(host) == {"stable": 2, "canary": 4}
+
+
+def test_a_rollback_onto_the_canary_leaves_no_canary(host: Host, capsys) -> None:
+    """Stable and canary on one version would split nothing: it is stable, and canary is free."""
+    labels.apply(host, Labels(stable=3, canary=2, earlier_stables=(2,)))
+    assert command(host, capsys, "rollback")[0] == 0
+    assert served(host) == {"stable": 2}
 
 
 @pytest.mark.parametrize(

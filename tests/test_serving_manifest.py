@@ -57,6 +57,12 @@ def manifest(**changes) -> bytes:
         (manifest(files={"x": {"sha256": SHA, "size": True}}), "its size of x is not a byte count"),
         (manifest(files={"x": {"sha256": SHA, "size": -1}}), "its size of x is not a byte count"),
         (manifest(files={"x": "sha"}), "its sha256 of x is not 64 hex digits"),
+        (manifest(files={"a\x00b": {"sha256": SHA, "size": 1}}), "it lists 'a\\x00b'"),
+        (manifest(files={"n" * 256: {"sha256": SHA, "size": 1}}), f"it lists '{'n' * 256}'"),
+        (
+            manifest(files={"a": {"sha256": SHA, "size": 1}, "a/b": {"sha256": SHA, "size": 1}}),
+            "it lists 'a' both as a file and as a folder",
+        ),
     ],
 )
 def test_what_the_host_cannot_check_is_refused(data: bytes, reason: str) -> None:

@@ -1,100 +1,16 @@
-"""serving.model_config writes what TensorFlow Serving parses as its ``ModelServerConfig``.
-
-TF Serving's protos are not installed here, so the messages the file uses are declared from
-``tensorflow_serving/config/model_server_config.proto`` (and the version policy's
-``file_system_storage_path_source.proto``) with the same names, types and numbers, and the file
-is parsed with protobuf's own text-format parser: a misspelt field or bad syntax fails to parse.
-"""
+"""serving.model_config writes what TensorFlow Serving parses as its ``ModelServerConfig``
+(``tests/tf_serving_config.py``: its messages, and protobuf's own text-format parser)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
+from google.protobuf import text_format
 
 from serving import model_config
 from serving.layout import Host
-
-FIELD = descriptor_pb2.FieldDescriptorProto
-
-
-def field(name: str, number: int, kind: int, type_name: str = "", repeated: bool = False):
-    label = FIELD.LABEL_REPEATED if repeated else FIELD.LABEL_OPTIONAL
-    described = FIELD(name=name, number=number, type=kind, label=label)
-    if type_name:
-        described.type_name = type_name
-    return described
-
-
-def config_message_class():
-    """``tensorflow.serving.ModelServerConfig``, as far as the file uses it."""
-    file = descriptor_pb2.FileDescriptorProto(
-        name="model_server_config_subset.proto", package="tensorflow.serving", syntax="proto3"
-    )
-    policy = file.message_type.add(name="ServableVersionPolicy")
-    policy.nested_type.add(name="Specific").field.append(
-        field("versions", 1, FIELD.TYPE_INT64, repeated=True)
-    )
-    policy.field.append(
-        field(
-            "specific",
-            102,
-            FIELD.TYPE_MESSAGE,
-            ".tensorflow.serving.ServableVersionPolicy.Specific",
-        )
-    )
-    config = file.message_type.add(name="ModelConfig")
-    labels_entry = config.nested_type.add(name="VersionLabelsEntry")
-    labels_entry.options.map_entry = True
-    labels_entry.field.extend(
-        [field("key", 1, FIELD.TYPE_STRING), field("value", 2, FIELD.TYPE_INT64)]
-    )
-    config.field.extend(
-        [
-            field("name", 1, FIELD.TYPE_STRING),
-            field("base_path", 2, FIELD.TYPE_STRING),
-            field("model_platform", 4, FIELD.TYPE_STRING),
-            field(
-                "model_version_policy",
-                7,
-                FIELD.TYPE_MESSAGE,
-                ".tensorflow.serving.ServableVersionPolicy",
-            ),
-            field(
-                "version_labels",
-                8,
-                FIELD.TYPE_MESSAGE,
-                ".tensorflow.serving.ModelConfig.VersionLabelsEntry",
-                repeated=True,
-            ),
-        ]
-    )
-    file.message_type.add(name="ModelConfigList").field.append(
-        field("config", 1, FIELD.TYPE_MESSAGE, ".tensorflow.serving.ModelConfig", repeated=True)
-    )
-    file.message_type.add(name="ModelServerConfig").field.append(
-        field("model_config_list", 1, FIELD.TYPE_MESSAGE, ".tensorflow.serving.ModelConfigList")
-    )
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(file)
-    descriptor = pool.FindMessageTypeByName("tensorflow.serving.ModelServerConfig")
-    return message_factory.GetMessageClass(descriptor)
-
-
-ModelServerConfig = config_message_class()
-
-
-def parse_config(text: str) -> dict:
-    """The one model's name, base path, platform, served versions and labels."""
-    (config,) = text_format.Parse(text, ModelServerConfig()).model_config_list.config
-    return {
-        "name": config.name,
-        "base_path": config.base_path,
-        "platform": config.model_platform,
-        "versions": list(config.model_version_policy.specific.versions),
-        "labels": dict(config.version_labels),
-    }
+from tests.tf_serving_config import parse_config
 
 
 def test_the_config_serves_the_given_versions_with_labels() -> None:

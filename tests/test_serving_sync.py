@@ -25,10 +25,10 @@ import pytest
 from ci_jobs import release
 from serving import labels, sync
 from serving.layout import Host
-from stages.cli import run_stage
+from stages.cli import StageError, run_stage
 from testbed.s3 import BUCKET, PUSH_ROLE, RELEASE_ROLE, SeaweedFS, iam_config
 from tests.test_infra import BED_SERVING_ROLE, bed_role, s3_session, template_policy
-from tests.test_serving_model_config import parse_config
+from tests.tf_serving_config import parse_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FILES = [
@@ -409,3 +409,18 @@ def test_a_bucket_without_the_model_changes_nothing(run_sync, tmp_path: Path) ->
         ],
     )
     assert host.versions() == [1]
+
+
+def test_a_sync_started_while_another_runs_changes_nothing(tmp_path: Path) -> None:
+    """Cron may start a sync while the last one still downloads: it stops instead of queueing."""
+    host = Host(tmp_path / "models" / "mnist")
+    host.base.mkdir(parents=True)
+    stale = host.base / ".incoming-3-abc"
+    stale.mkdir()
+    with host.lock("sync"), pytest.raises(StageError) as refused:  # while a sync holds it
+        sync.sync(None, BUCKET, host)  # never reaches the bucket
+    assert str(refused.value) == (
+        f"another sync is running on {host.base} (it holds .sync.lock); this one changed nothing:"
+        " let that one finish"
+    )
+    assert stale.is_dir()  # the running sync's download is left alone
