@@ -60,23 +60,13 @@ def test_lowering_the_onednn_cap_changes_the_weights() -> None:
 def test_the_recipe_needs_stages_imported_before_tensorflow() -> None:
     """Imported later, the recipe could not take effect: the import says so instead."""
     env = {k: v for k, v in os.environ.items() if k not in CPU_RECIPE}
-    late = subprocess.run(
-        [sys.executable, "-c", "import tensorflow, stages"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+
+    def python(code: str) -> subprocess.CompletedProcess:
+        run = [sys.executable, "-c", code]
+        return subprocess.run(run, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+
+    late = python("import tensorflow, stages")
     assert late.returncode == 1
     assert "TensorFlow was imported before the stages package" in late.stderr.splitlines()[-1]
-    first = subprocess.run(
-        [sys.executable, "-c", "import stages, os; print(os.environ['ONEDNN_MAX_CPU_ISA'])"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    first = python("import stages, os; print(os.environ['ONEDNN_MAX_CPU_ISA'])")
     assert first.stdout.strip() == "AVX"
-

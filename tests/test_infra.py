@@ -784,17 +784,23 @@ def test_dvc_works_with_exactly_these_permissions(
     assert ran == [] and result.returncode == 0, result.stdout + result.stderr
 
 
+def refused(call, **kwargs) -> bool:
+    """Whether the test bed's S3 denies ``call`` on its bucket (not: fails for another reason)."""
+    from botocore.exceptions import ClientError
+
+    from testbed.s3 import BUCKET
+
+    try:
+        call(Bucket=BUCKET, **kwargs)
+    except ClientError as error:
+        return error.response["Error"]["Code"] == "AccessDenied"
+    return False
+
+
 def test_each_role_is_held_to_its_prefixes(template_bed, oidc_issuer) -> None:
     from botocore.exceptions import ClientError
 
     from testbed.s3 import BUCKET, PUSH_ROLE, READ_ROLE
-
-    def refused(call, **kwargs) -> bool:
-        try:
-            call(Bucket=BUCKET, **kwargs)
-        except ClientError as error:
-            return error.response["Error"]["Code"] == "AccessDenied"
-        return False
 
     push = s3_session(template_bed, oidc_issuer, PUSH_ROLE)
     read = s3_session(template_bed, oidc_issuer, READ_ROLE, ref="refs/heads/feature")
@@ -816,16 +822,7 @@ def test_each_role_is_held_to_its_prefixes(template_bed, oidc_issuer) -> None:
 
 def test_the_serving_role_reads_releases_and_nothing_else(template_bed, oidc_issuer) -> None:
     """What a TensorFlow Serving host may do with the serving role (python -m serving.sync)."""
-    from botocore.exceptions import ClientError
-
     from testbed.s3 import BUCKET, PUSH_ROLE
-
-    def refused(call, **kwargs) -> bool:
-        try:
-            call(Bucket=BUCKET, **kwargs)
-        except ClientError as error:
-            return error.response["Error"]["Code"] == "AccessDenied"
-        return False
 
     release = s3_session(template_bed, oidc_issuer, BED_RELEASE_ROLE)
     release.put_object(Bucket=BUCKET, Key="releases/mnist/7/saved_model.pb", Body=b"release")
