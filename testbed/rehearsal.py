@@ -7,6 +7,9 @@ CircleCI runs them: reusable ``commands`` expanded with their parameters,
 ``<< pipeline.parameters.* >>`` filled in, each ``run`` step in ``/bin/bash -eo pipefail -c``
 from the checkout, with the job's ``environment``, ``when`` honoured, the job stopped by the
 first failing step. So a config that drifts from what the tests rehearse fails them.
+``workflows_selected`` says which workflows a pipeline with given parameters runs, evaluating
+each workflow's ``when`` with CircleCI's logic statements (``and``, ``or``, ``not``,
+``equal``, ``matches``, literals' truth).
 
 The variables CircleCI sets: ``CI``, ``CIRCLECI``, ``CIRCLE_BRANCH``, ``CIRCLE_SHA1``,
 ``CIRCLE_JOB``, ``CIRCLE_NODE_INDEX``/``CIRCLE_NODE_TOTAL`` (from ``parallelism``),
@@ -188,6 +191,47 @@ def job_definition(config: dict, job: str, pipeline_parameters: dict[str, Any]) 
     if leftover:
         raise RehearsalError(f"the rehearsal cannot fill {leftover.group()} in job {job}")
     return definition
+
+
+def truthy(value: Any) -> bool:
+    """A logic-statement literal's truth, as CircleCI defines it: false, null, 0, NaN, "" and
+    empty collections are false, everything else true."""
+    if isinstance(value, float) and value != value:
+        return False
+    return bool(value)
+
+
+def holds(statement: Any) -> bool:
+    """A workflow ``when`` logic statement (``and``, ``or``, ``not``, ``equal``, ``matches`` or a
+    literal), after pipeline values are filled in."""
+    if isinstance(statement, dict) and len(statement) == 1:
+        (operator, operand), = statement.items()
+        if operator == "and":
+            return all(holds(item) for item in operand)
+        if operator == "or":
+            return any(holds(item) for item in operand)
+        if operator == "not":
+            return not holds(operand)
+        if operator == "equal":
+            return all(item == operand[0] for item in operand[1:])
+        if operator == "matches":
+            return re.fullmatch(operand["pattern"], str(operand["value"])) is not None
+        raise RehearsalError(f"the rehearsal does not know the logic operator {operator!r}")
+    return truthy(statement)
+
+
+def workflows_selected(config: dict, pipeline_parameters: dict[str, Any]) -> list[str]:
+    """The workflows a pipeline with these parameters runs (``when`` true, or absent)."""
+    values = parameter_values(config.get("parameters", {}), pipeline_parameters, "the pipeline")
+    selected = []
+    for name, workflow in config["workflows"].items():
+        condition = fill(workflow.get("when", True), values, "pipeline.parameters")
+        leftover = re.search(r"<<[^>]*>>", str(condition))
+        if leftover:
+            raise RehearsalError(f"workflow {name} depends on {leftover.group()}, not a parameter")
+        if holds(condition):
+            selected.append(name)
+    return selected
 
 
 def copy_into(source: Path, target: Path) -> None:

@@ -6,13 +6,14 @@ filled), the same reading the rehearsal executes in tests/test_ci_rehearsal.py.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from testbed.rehearsal import CONFIG, job_definition, load_config
+from testbed.rehearsal import CONFIG, holds, job_definition, load_config, workflows_selected
 
 CONFIG_DATA = load_config()
 BIN = Path(sys.executable).parent
@@ -152,19 +153,41 @@ def test_sweep_spreads_param_sets_over_parallel_nodes_and_tables_them() -> None:
     assert "persist_to_workspace" in step_kinds("sweep")
     assert "ci_jobs.sweep table" in commands("sweep-table")[0]
     assert step_kinds("sweep-table")[-1] == "store_artifacts"
-    when = CONFIG_DATA["workflows"]["sweep"]["when"]
-    assert when == {"not": {"equal": ["", "<< pipeline.parameters.sweep >>"]}}
 
 
-def test_nightly_audit_is_scheduled_and_forces_a_rerun() -> None:
-    when = CONFIG_DATA["workflows"]["nightly"]["when"]["and"]
-    assert {"equal": ["scheduled_pipeline", "<< pipeline.trigger_source >>"]} in when
+def test_nightly_audit_forces_a_rerun_on_a_gpu() -> None:
     audit = commands("nightly-audit")[-1]
     assert "dvc repro --force" in audit and "python -m ci_jobs.audit" in audit
     assert CONFIG_DATA["jobs"]["nightly-audit"]["executor"] == "gpu"
-    assert {"not": {"equal": ["scheduled_pipeline", "<< pipeline.trigger_source >>"]}} in (
-        CONFIG_DATA["workflows"]["pipeline"]["when"]["and"]
-    )
+
+
+@pytest.mark.parametrize(
+    ("trigger", "parameters", "workflows"),
+    [
+        ("a push", {}, ["pipeline"]),
+        ("the nightly schedule", {"nightly": True}, ["nightly"]),
+        ("a sweep from the API", {"sweep": "train.epochs=2", "sweep-nodes": 1}, ["sweep"]),
+    ],
+)
+def test_each_trigger_runs_exactly_its_workflow(
+    trigger: str, parameters: dict, workflows: list[str]
+) -> None:
+    """Workflows are chosen by pipeline parameters alone, with CircleCI's logic statements."""
+    assert workflows_selected(CONFIG_DATA, parameters) == workflows, trigger
+
+
+def test_no_workflow_depends_on_retired_pipeline_values() -> None:
+    """pipeline.trigger_source is deprecated (support ended 2026-08-01); pipeline.schedule.* is
+    documented for GitHub OAuth and Bitbucket pipelines only, not GitHub App ones."""
+    used = re.findall(r"<<\s*(pipeline\.[\w.-]+)\s*>>", CONFIG.read_text())
+    assert used and not [value for value in used if not value.startswith("pipeline.parameters.")]
+
+
+def test_the_logic_statements_are_read_as_circleci_defines_them() -> None:
+    assert holds({"and": [True, {"not": False}, {"equal": ["a", "a"]}]})
+    assert not holds({"or": ["", 0, None, {"equal": [1, 2]}]})
+    assert holds({"matches": {"pattern": "^main$", "value": "main"}})
+    assert not holds({"matches": {"pattern": "^main$", "value": "main2"}})
 
 
 @pytest.mark.parametrize("job", ["repro", "sweep", "nightly-audit", "release"])
