@@ -68,11 +68,14 @@ def test_test_job_lints_runs_fast_tests_and_stores_junit() -> None:
     setup = CONFIG_DATA["commands"]["setup"]["steps"]
     key = 'pip-v2-{{ arch }}-{{ checksum "<< parameters.lock >>" }}'  # one per lock
     assert setup[0]["restore_cache"]["keys"] == [key]
-    assert setup[2]["save_cache"]["key"] == setup[0]["restore_cache"]["keys"][0]
+    assert next(s["save_cache"] for s in setup if "save_cache" in s)["key"] == key
 
 
 def test_every_job_installs_from_a_hash_checked_lock_gpu_jobs_from_the_gpu_lock() -> None:
-    install = CONFIG_DATA["commands"]["setup"]["steps"][1]["run"]["command"].splitlines()
+    install = next(
+        s["run"]["command"] for s in CONFIG_DATA["commands"]["setup"]["steps"]
+        if "run" in s and s["run"]["name"] == "Install the locked dependencies"
+    ).splitlines()  # fmt: skip
     assert install == [
         "python3 -m bootstrap.python_version",  # a wrong Python stops here, in one line
         "python3 -m venv .venv",
@@ -197,3 +200,42 @@ def test_no_static_credentials(job: str) -> None:
     assert "AWS_ACCESS_KEY_ID" not in text and "AWS_SECRET_ACCESS_KEY" not in text
     assert environment["AWS_WEB_IDENTITY_TOKEN_FILE"].startswith("/tmp/")
     assert "AWS_ENDPOINT_URL" not in environment  # it would redirect STS too
+
+
+def choose_python(tmp_path: Path, versions: list[str]) -> tuple[subprocess.CompletedProcess, str]:
+    """The setup's "Choose a supported Python" step, run as CircleCI runs it, with a pyenv that
+    has ``versions``: its result, and what it left in $BASH_ENV for the later steps."""
+    step = next(
+        s["run"] for s in CONFIG_DATA["commands"]["setup"]["steps"]
+        if "run" in s and s["run"]["name"] == "Choose a supported Python"
+    )  # fmt: skip
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    listing = "\\n".join(versions)
+    answer = f"[ \"$1 $2\" = 'versions --bare' ] && printf '{listing}\\n'"
+    (fake / "pyenv").write_text(f"#!/bin/sh\n{answer}\n")
+    (fake / "pyenv").chmod(0o755)
+    bash_env = tmp_path / "bash_env"
+    bash_env.touch()
+    result = subprocess.run(
+        ["/bin/bash", "-eo", "pipefail", "-c", step["command"]],
+        env={"PATH": f"{fake}:/usr/bin:/bin", "BASH_ENV": str(bash_env)},
+        capture_output=True,
+        text=True,
+    )
+    return result, bash_env.read_text()
+
+
+def test_setup_takes_the_newest_python_3_11_that_pyenv_has(tmp_path: Path) -> None:
+    result, later = choose_python(tmp_path, ["3.10.13", "3.11.4", "3.11.10", "3.12.1", "system"])
+    assert result.returncode == 0, result.stderr
+    assert later == "export PYENV_VERSION=3.11.10\n"
+
+
+def test_setup_stops_at_once_without_a_supported_python(tmp_path: Path) -> None:
+    result, later = choose_python(tmp_path, ["3.9.18", "3.10.13", "3.14.0"])
+    assert result.returncode == 1 and later == ""
+    assert result.stderr.splitlines() == [
+        "setup: error: pyenv has no Python 3.11-3.13 (it has: 3.9.18 3.10.13 3.14.0); pin an"
+        " image tag that has one, or add `pyenv install 3.11` here"
+    ]
