@@ -1,5 +1,7 @@
 """What the CircleCI jobs run besides DVC (``.circleci/config.yml``).
 
+- ``preflight``: a GPU job's first step: no OIDC token (a fork's pull request), or a fresh token
+  the push role would refuse, stops it before anything is installed.
 - ``web_identity``: the job's OIDC token (or a fresh one) to AWS's web-identity chain.
 - ``remote``: push/pull of outputs and run-cache, failures explained in one line.
 - ``gpu_check``: fail a GPU job whose TensorFlow sees no GPU.
