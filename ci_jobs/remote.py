@@ -65,9 +65,24 @@ EXPLANATIONS = [
 ]
 
 
+# With ``verify = true`` (.dvc/config) DVC re-hashes every object it downloads and drops one that
+# does not hash to its name: the pull then fails naming the outputs it could not check out.
+UNCHECKED = re.compile(
+    r"Checkout failed for following targets:\n(.+?)\nIs your cache up to date\?", re.S
+)
+
+
 def explain(output: str, environ: dict[str, str]) -> str:
     """One line saying why DVC failed and what to do."""
     role = f"role {environ['AWS_ROLE_ARN']}" if environ.get("AWS_ROLE_ARN") else "the role"
+    unchecked = UNCHECKED.search(output)
+    if unchecked:
+        targets = ", ".join(unchecked.group(1).split())
+        return (
+            f"{targets}: not checked out: the remote lacks it, or its copy does not hash to what"
+            " dvc.lock records (every download is re-hashed; if it was pushed, someone changed it"
+            " in the bucket); push it again from a trusted copy (main's CI), or re-run its stage"
+        )
     for pattern, explanation in EXPLANATIONS:
         if re.search(pattern, output):
             return explanation.format(role=role)

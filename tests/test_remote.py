@@ -268,3 +268,45 @@ def test_server_stopped_mid_push_then_resumed(
     finally:
         flaky.stop()
         use_test_bucket(origin, bed)
+
+
+def test_a_tampered_remote_object_is_refused_not_checked_out(
+    tmp_path: Path, origin: DvcRepo, bed: SeaweedFS, oidc_issuer: OidcIssuer, request
+) -> None:
+    """Whoever can write to the bucket could swap the model CI packages and releases: with
+    ``verify = true`` (.dvc/config) DVC re-hashes what it downloads, and the pull fails."""
+    from testbed.s3 import BUCKET, _client
+
+    pushed = remote(origin, "push", with_credentials(origin, bed, oidc_issuer.mint(), PUSH_ROLE))
+    assert pushed.returncode == 0, pushed.stderr
+    md5 = origin.locked_hashes()["models/model.keras"]
+    key = f"pipeline/files/md5/{md5[:2]}/{md5[2:]}"
+    credentials = _client("sts", bed.endpoint).assume_role_with_web_identity(
+        RoleArn=PUSH_ROLE, RoleSessionName="tamper", WebIdentityToken=oidc_issuer.mint()
+    )["Credentials"]
+    writer = _client(
+        "s3",
+        bed.endpoint,
+        aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"],
+        aws_session_token=credentials["SessionToken"],
+    )
+    writer.put_object(Bucket=BUCKET, Key=key, Body=b"a model someone swapped in")
+    original = (origin.repo / ".dvc/cache/files/md5" / md5[:2] / md5[2:]).read_bytes()
+    request.addfinalizer(lambda: writer.put_object(Bucket=BUCKET, Key=key, Body=original))
+
+    path = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(origin.repo), str(path)], check=True)
+    fresh = DvcRepo(path, MNIST_MIRROR=origin.env["MNIST_MIRROR"])
+    use_test_bucket(fresh, bed)
+    reader = with_credentials(fresh, bed, oidc_issuer.mint(ref=BRANCH), READ_ROLE)
+    pulled = remote(fresh, "pull", reader)
+    assert pulled.returncode == 1
+    assert pulled.stderr.splitlines()[-1] == (
+        "remote: pull failed: models/model.keras: not checked out: the remote lacks it, or its"
+        " copy does not hash to what dvc.lock records (every download is re-hashed; if it was"
+        " pushed, someone changed it in the bucket); push it again from a trusted copy (main's"
+        " CI), or re-run its stage"
+    )
+    assert not (path / "models/model.keras").exists()  # the swapped bytes are nowhere
+    assert (path / "models/untrained.keras").exists()  # what was intact is checked out

@@ -43,3 +43,15 @@ def test_explain(kind: str, expected: str) -> None:
 def test_push_data_then_run_cache_pull_both() -> None:
     assert remote.dvc_command("push", ["-j", "2"])[1:] == ["push", "-j", "2"]
     assert remote.dvc_command("pull", [])[1:] == ["pull", "--run-cache"]
+
+
+def test_outputs_a_pull_could_not_check_out_are_named() -> None:
+    """With ``verify = true`` an object that does not hash to its name is dropped; DVC then lists
+    the outputs it could not check out on lines of their own."""
+    output = (
+        "ERROR: failed to pull data from the cloud - Checkout failed for following targets:\n"
+        "models/model.keras\ndist/mnist/1\nIs your cache up to date?\n"
+        "<https://error.dvc.org/missing-files>\n"
+    )
+    explained = remote.explain(output, {})
+    assert explained.startswith("models/model.keras, dist/mnist/1: not checked out:")
