@@ -4,13 +4,15 @@
 
 Default params. Measures a full cold `dvc repro`; the first push; a second push with nothing
 changed (what our push uploads, and what plain `dvc push --run-cache` would upload); and a
-no-change CI cycle: fresh clone, pull with run-cache, repro, push.
+no-change CI cycle: fresh clone, pull with run-cache, repro, push; and what the remote's
+``verify = true`` costs a fresh clone's pull (three pulls each way, in turn).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,6 +49,20 @@ def uploads(output: str) -> int:
     return (int(files.group(1)) if files else 0) + (int(entries.group(1)) if entries else 0)
 
 
+def fresh_pull_seconds(
+    root: Path, origin: DvcRepo, bed: SeaweedFS, issuer: OidcIssuer, verify: bool, attempt: int
+) -> float:
+    """Seconds a fresh clone's ``ci_jobs.remote pull`` takes, with ``verify`` on or off."""
+    path = root / f"verify-{verify}-{attempt}"
+    git(root, "clone", "-q", str(origin.repo), str(path))
+    clone = DvcRepo(path)
+    use_test_bucket(clone, bed)
+    clone.dvc("remote", "modify", "--local", "storage", "verify", str(verify).lower())
+    reader = with_credentials(clone, bed, issuer.mint(), READ_ROLE)
+    seconds, _ = timed(remote, clone, "pull", reader)
+    return seconds
+
+
 def main() -> None:
     if "MNIST_MIRROR" not in os.environ:
         sys.exit("set MNIST_MIRROR (e.g. ../shared/datasets/mnist)")
@@ -78,6 +94,11 @@ def main() -> None:
             push_env = with_credentials(clone, bed, issuer.mint(), PUSH_ROLE)
             push, cycle_push = timed(remote, clone, "push", push_env)
             cycle = time.perf_counter() - start
+            verified = {True: [], False: []}  # pull time of fresh clones, verify on/off in turn
+            for attempt in range(3):
+                for verify in (True, False):
+                    seconds = fresh_pull_seconds(root, origin, bed, issuer, verify, attempt)
+                    verified[verify].append(seconds)
         finally:
             bed.stop()
             issuer.stop()
@@ -99,6 +120,14 @@ def main() -> None:
             f"{uploads(plain.stdout)} uploads ({run_cache_bytes} bytes of run-cache sent again)",
         ),
         ("push at the end of the no-change cycle", f"{uploads(cycle_push.stdout)} uploads"),
+        (
+            "pull into a fresh clone, `verify = true` (.dvc/config: every download re-hashed)",
+            f"{statistics.median(verified[True]):.1f} s (median of 3)",
+        ),
+        (
+            "the same with `verify = false` (DVC's default), in turn with the above",
+            f"{statistics.median(verified[False]):.1f} s (median of 3)",
+        ),
     ]
     table = "\n".join(f"| {measure} | {result} |" for measure, result in rows)
     REPORT.write_text(f"""# Remote (S3 via OIDC) benchmark

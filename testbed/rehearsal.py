@@ -26,6 +26,9 @@ Stand-ins, for what only CircleCI (or its GPU machine) can do:
   (full depth, ``origin/main`` present); then the DVC remote pointed at the test bed with
   ``--local`` overrides (``url`` s3://<test bucket>/dvc, ``endpointurl``), as a user of an
   on-prem store does, the committed ``.dvc/config`` untouched.
+- the step named ``Choose a supported Python``: the Python running the rehearsal is the choice
+  (this machine's pyenv is not the image's; tests/test_circleci_config.py runs the step itself
+  with stand-in pyenvs);
 - the step named ``Install the locked dependencies``: replaced by a ``.venv`` symlink to the
   virtual environment running this rehearsal (same pins, already installed); ``restore_cache``
   and ``save_cache`` do nothing. The step that activates ``.venv`` through ``$BASH_ENV`` is real.
@@ -72,6 +75,7 @@ from testbed.s3 import (
 
 CONFIG = REPO_ROOT / ".circleci" / "config.yml"
 INSTALL_STEP = "Install the locked dependencies"
+PYTHON_STEP = "Choose a supported Python"
 VENV = Path(sys.prefix)
 STAGE_RAN = re.compile(r"Running stage '([\w-]+)'")
 STAGE_RESTORED = re.compile(r"Stage '([\w-]+)' is cached - skipping run, checking out outputs")
@@ -415,6 +419,8 @@ class Rehearsal:
         command = arguments["command"]
         if name == INSTALL_STEP:
             command = f"ln -s '{VENV}' .venv"
+        elif name == PYTHON_STEP:
+            command = "echo 'stand-in: the Python running the rehearsal'"
         step_env = {**env, **{k: str(v) for k, v in (arguments.get("environment") or {}).items()}}
         shell = arguments.get("shell", "/bin/bash -eo pipefail").split()
         completed = subprocess.run(
