@@ -23,7 +23,7 @@ from pathlib import Path
 
 from benchmarks.machine import busy_note, cpu_model
 from benchmarks.overheads import Measured, measure, profile_command, profile_parts, profiled_total
-from testbed.repo import ALL_STAGES, BIN, REPO_ROOT, DvcRepo, copy_of_repository
+from testbed.repo import ALL_STAGES, BIN, REPO_ROOT, DvcRepo, absolute_mirror, copy_of_repository
 
 REPORT = REPO_ROOT / "benchmarks" / "REPORT.md"
 NOOP_RUNS = 7
@@ -81,19 +81,14 @@ def noop_profile(repo: DvcRepo, scratch: Path) -> str:
     return "| part | no-op `dvc repro` | `dvc status` |\n|---|---|---|\n" + "\n".join(rows)
 
 
-def mirror() -> str:
-    """``$MNIST_MIRROR``, a relative directory taken from here (the copy runs elsewhere)."""
-    source = os.environ["MNIST_MIRROR"]
-    return source if "://" in source else str(Path(source).resolve())
-
-
 def main() -> None:
     if "MNIST_MIRROR" not in os.environ:
         sys.exit(
             "set MNIST_MIRROR (e.g. ../shared/datasets/mnist) so the cold run is not a download"
         )
     with tempfile.TemporaryDirectory() as scratch:
-        repo = DvcRepo(copy_of_repository(Path(scratch) / "repo"), MNIST_MIRROR=mirror())
+        source = absolute_mirror(os.environ["MNIST_MIRROR"])  # the copy runs elsewhere
+        repo = DvcRepo(copy_of_repository(Path(scratch) / "repo"), MNIST_MIRROR=source)
         stages = {stage: dvc(repo, "repro", "--single-item", stage) for stage in ALL_STAGES}
         cold = sum(run.seconds for run in stages.values())
         accuracy = json.loads((repo.repo / "metrics/test.json").read_text())["accuracy"]

@@ -20,7 +20,14 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from testbed.repo import REPO_ROOT, DvcRepo, commit_all, copy_of_repository, git
+from testbed.repo import (
+    REPO_ROOT,
+    DvcRepo,
+    absolute_mirror,
+    commit_all,
+    copy_of_repository,
+    git,
+)
 from testbed.s3 import (
     PUSH_ROLE,
     READ_ROLE,
@@ -71,7 +78,8 @@ def main() -> None:
         root = Path(scratch)
         bed = SeaweedFS(root / "s3", iam_config(issuer.url)).start()
         try:
-            origin = DvcRepo(copy_of_repository(root / "origin"))
+            source = absolute_mirror(os.environ["MNIST_MIRROR"])  # the copies run elsewhere
+            origin = DvcRepo(copy_of_repository(root / "origin"), MNIST_MIRROR=source)
             full, _ = timed(origin.dvc, "repro")
             commit_all(origin.repo, "run the pipeline")
             use_test_bucket(origin, bed)

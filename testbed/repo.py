@@ -30,7 +30,9 @@ def git(repo: Path, *args: str) -> str:
 
 def commit_all(repo: Path, message: str) -> None:
     git(repo, "add", "-A")
-    git(repo, "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", message)
+    # --allow-empty: a run that reproduces the committed dvc.lock changes nothing to commit
+    identity = ("-c", "user.name=test", "-c", "user.email=test@example.com")
+    git(repo, *identity, "commit", "--allow-empty", "-qm", message)
 
 
 def copy_of_repository(target: Path) -> Path:
@@ -47,6 +49,12 @@ def copy_of_repository(target: Path) -> Path:
     git(target, "init", "-q")
     commit_all(target, "copy of the working tree")
     return target
+
+
+def absolute_mirror(source: str) -> str:
+    """An ``MNIST_MIRROR`` that still names the same place from a copy elsewhere: a relative
+    directory is taken from the current one; a URL is left as it is."""
+    return source if "://" in source else str(Path(source).resolve())
 
 
 class DvcRepo:
