@@ -26,6 +26,19 @@ from testbed.repo import REPO_ROOT
 
 BATCH = 64
 
+X86_64 = {"x86_64", "amd64"}
+
+
+def outside_the_promise(machine: str) -> str | None:
+    """Why a machine cannot reproduce the committed bytes, or None if it must."""
+    if machine.lower() not in X86_64:
+        return (
+            f"this is a {machine} machine: the committed dvc.lock was trained on x86-64, and"
+            " TensorFlow's kernels for other architectures round differently (README,"
+            " \"Determinism\"); run `dvc repro` to make this machine's own outputs"
+        )
+    return None
+
 
 def probe(steps: int, seed: int = 42) -> tuple[str, float]:
     """Train ``steps`` batches from the same start: the md5 of the weights, and the seconds."""

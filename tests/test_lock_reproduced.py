@@ -26,22 +26,9 @@ import yaml
 
 from stages import CPU_RECIPE
 from testbed.repo import ALL_STAGES, DvcRepo, copy_of_repository
+from testbed.weights_probe import outside_the_promise
 
 pytestmark = pytest.mark.slow
-
-X86_64 = {"x86_64", "amd64"}
-
-
-def outside_the_promise(machine: str) -> str | None:
-    """Why a machine cannot reproduce the committed bytes, or None if it must."""
-    if machine.lower() not in X86_64:
-        return (
-            f"this is a {machine} machine: the committed dvc.lock was trained on x86-64, and"
-            " TensorFlow's kernels for other architectures round differently (README,"
-            " \"Determinism\"); run `dvc repro` to make this machine's own outputs"
-        )
-    return None
-
 
 def differences(expected: dict, actual: dict, where: str = "") -> list[str]:
     """Every leaf where two parsed lock files disagree, as ``path: expected != actual``."""
