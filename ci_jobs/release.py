@@ -25,12 +25,11 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ci_jobs.bucket import BucketError, dvc_bucket, s3_client
 from serving.manifest import NAME as MANIFEST
 from serving.manifest import describe, release_prefix, render
 from stages.cli import StageError
@@ -42,27 +41,6 @@ LAST = "saved_model.pb"  # what makes a folder a SavedModel: the last of the ver
 
 class Refusal(Exception):
     """Why nothing (more) is published, and what to do."""
-
-
-@dataclass(frozen=True)
-class Bucket:
-    name: str
-    endpoint: str | None
-    region: str | None
-
-
-def dvc_bucket(repo_root: Path = Path()) -> Bucket:
-    """The bucket of the default DVC remote, as DVC itself resolves its config."""
-    from dvc.repo import Repo
-
-    with Repo(str(repo_root)) as repo:
-        config = repo.config
-        name = config["core"].get("remote")
-        remote = config["remote"].get(name, {}) if name else {}
-    url = urlparse(remote.get("url", ""))
-    if url.scheme != "s3" or not url.netloc:
-        raise Refusal("the default DVC remote is not s3://<bucket>/...; fix `url` in .dvc/config")
-    return Bucket(url.netloc, remote.get("endpointurl"), remote.get("region"))
 
 
 def local_files(directory: Path) -> dict[str, Path]:
@@ -93,13 +71,6 @@ def to_upload(local: dict[str, str], remote: dict[str, str], where: str) -> list
             )
     missing = [name for name in local if name not in remote]
     return sorted(missing, key=lambda name: (name == LAST, name))
-
-
-def s3_client(bucket: Bucket):
-    import botocore.session
-
-    session = botocore.session.get_session()
-    return session.create_client("s3", endpoint_url=bucket.endpoint, region_name=bucket.region)
 
 
 def published(s3, bucket: str, prefix: str) -> dict[str, str]:
@@ -153,7 +124,7 @@ def main() -> int:
         written = publish(
             s3_client(bucket), bucket.name, package.model_name, package.version, directory
         )
-    except (Refusal, StageError) as error:
+    except (Refusal, StageError, BucketError) as error:
         print(f"release: error: {error}", file=sys.stderr)
         return 1
     except (BotoCoreError, ClientError) as error:

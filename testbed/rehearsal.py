@@ -14,9 +14,13 @@ each workflow's ``when`` with CircleCI's logic statements (``and``, ``or``, ``no
 The variables CircleCI sets: ``CI``, ``CIRCLECI``, ``CIRCLE_BRANCH``, ``CIRCLE_SHA1``,
 ``CIRCLE_JOB``, ``CIRCLE_NODE_INDEX``/``CIRCLE_NODE_TOTAL`` (from ``parallelism``),
 ``CIRCLE_WORKING_DIRECTORY``, ``CIRCLE_OIDC_TOKEN_V2`` (minted by the test issuer for the job's
-ref, lifetime chosen by the caller) and ``BASH_ENV``: an empty file that bash itself sources
+ref, lifetime chosen by the caller), ``CIRCLE_REPOSITORY_URL`` (``REPOSITORY_URL``, a GitHub
+address: the origin here is a local folder), ``CIRCLE_BUILD_URL``, ``CIRCLE_WORKFLOW_JOB_ID`` and
+``BASH_ENV``: an empty file that bash itself sources
 before every step, as on CircleCI, so what one step appends there (the venv, the role) holds in
 the next. Project variables: ``AWS_ROLE_ARN_PUSH``/``READ``/``RELEASE`` = the test bed's roles.
+Contexts: the caller's ``contexts`` (name -> variables) reach a job only if its entry in the
+workflow that runs it names them (``context:``), as CircleCI hands them out.
 A ``circleci`` command on ``PATH`` answers ``circleci run oidc get --claims '{"aud": ...}'``
 with a token freshly minted by the test issuer (``testbed.circleci_cli``).
 
@@ -26,12 +30,12 @@ Stand-ins, for what only CircleCI (or its GPU machine) can do:
   (full depth, ``origin/main`` present); then the DVC remote pointed at the test bed with
   ``--local`` overrides (``url`` s3://<test bucket>/dvc, ``endpointurl``), as a user of an
   on-prem store does, the committed ``.dvc/config`` untouched.
-- the step named ``Choose a supported Python``: the Python running the rehearsal is the choice
-  (this machine's pyenv is not the image's; tests/test_circleci_config.py runs the step itself
-  with stand-in pyenvs);
-- the step named ``Install the locked dependencies``: replaced by a ``.venv`` symlink to the
-  virtual environment running this rehearsal (same pins, already installed); ``restore_cache``
-  and ``save_cache`` do nothing. The step that activates ``.venv`` through ``$BASH_ENV`` is real.
+- the steps named ``Choose a supported Python`` and ``Install the locked dependencies``: with
+  ``real_install`` they run as written (this machine's pyenv and package-index settings passed
+  through: ``PYENV_ROOT``, ``PIP_*``, CA bundles, proxies), a fresh ``.venv`` from the
+  hash-checked lock; otherwise the Python running the rehearsal is the choice and ``.venv`` is a
+  symlink to its virtual environment (same pins, already installed). ``restore_cache`` and
+  ``save_cache`` do nothing. The step that activates ``.venv`` through ``$BASH_ENV`` is real.
 - the GPU check is real; ``REHEARSAL_CPU_ONLY=1`` tells it no GPU is expected on this machine
   (``gpu_required=True`` leaves it out, and the step fails as it would on a broken GPU machine).
 - ``store_artifacts`` / ``store_test_results``: copies into the run's ``artifacts`` folder; like
@@ -55,6 +59,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +79,8 @@ from testbed.s3 import (
 )
 
 CONFIG = REPO_ROOT / ".circleci" / "config.yml"
+REPOSITORY_URL = "git@github.com:example-org/mnist-pipeline.git"
+MACHINE_SETTINGS = re.compile(r"PYENV_ROOT|PIP_\w+|SSL_CERT_\w+|REQUESTS_CA_BUNDLE|(?i:\w*_proxy)")
 INSTALL_STEP = "Install the locked dependencies"
 PYTHON_STEP = "Choose a supported Python"
 VENV = Path(sys.prefix)
@@ -197,6 +204,15 @@ def job_definition(config: dict, job: str, pipeline_parameters: dict[str, Any]) 
     return definition
 
 
+def executor_of(config: dict, job: str, pipeline_parameters: dict[str, Any]) -> dict:
+    """The executor definition a job runs on, named through pipeline parameters or not."""
+    values = parameter_values(config.get("parameters", {}), pipeline_parameters, "the pipeline")
+    name = fill(config["jobs"][job]["executor"], values, "pipeline.parameters")
+    if name not in config.get("executors", {}):
+        raise RehearsalError(f"job {job} names the executor {name!r}, which the config lacks")
+    return fill(config["executors"][name], values, "pipeline.parameters")
+
+
 def truthy(value: Any) -> bool:
     """A logic-statement literal's truth, as CircleCI defines it: false, null, 0, NaN, "" and
     empty collections are false, everything else true."""
@@ -209,7 +225,7 @@ def holds(statement: Any) -> bool:
     """A workflow ``when`` logic statement (``and``, ``or``, ``not``, ``equal``, ``matches`` or a
     literal), after pipeline values are filled in."""
     if isinstance(statement, dict) and len(statement) == 1:
-        (operator, operand), = statement.items()
+        ((operator, operand),) = statement.items()
         if operator == "and":
             return all(holds(item) for item in operand)
         if operator == "or":
@@ -236,6 +252,17 @@ def workflows_selected(config: dict, pipeline_parameters: dict[str, Any]) -> lis
         if holds(condition):
             selected.append(name)
     return selected
+
+
+def contexts_of(config: dict, job: str, pipeline_parameters: dict[str, Any]) -> list[str]:
+    """The contexts the workflow that runs ``job`` gives it (its entry's ``context:``)."""
+    names: list[str] = []
+    for workflow in workflows_selected(config, pipeline_parameters):
+        for entry in config["workflows"][workflow]["jobs"]:
+            if isinstance(entry, dict) and job in entry:
+                given = (entry[job] or {}).get("context", [])
+                names += [given] if isinstance(given, str) else given
+    return names
 
 
 def copy_into(source: Path, target: Path) -> None:
@@ -276,6 +303,8 @@ class Rehearsal:
         token: str,
         node_index: int,
         gpu_required: bool,
+        context_variables: dict[str, str],
+        real_install: bool,
     ) -> dict[str, str]:
         checkout = self.root / "project"
         home = self.root / "home"
@@ -305,11 +334,15 @@ class Rehearsal:
             "CIRCLE_NODE_TOTAL": str(definition.get("parallelism", 1)),
             "CIRCLE_WORKING_DIRECTORY": str(checkout),
             "CIRCLE_OIDC_TOKEN_V2": token,
+            "CIRCLE_REPOSITORY_URL": REPOSITORY_URL,
+            "CIRCLE_BUILD_URL": "https://circleci.com/gh/example-org/mnist-pipeline/1",
+            "CIRCLE_WORKFLOW_JOB_ID": str(uuid.uuid4()),
             "BASH_ENV": str(self.root / "bash_env"),
             "AWS_ROLE_ARN_PUSH": PUSH_ROLE,
             "AWS_ROLE_ARN_READ": READ_ROLE,
             "AWS_ROLE_ARN_RELEASE": RELEASE_ROLE,
             **job_env,
+            **context_variables,
             # the test bed's, not CircleCI's
             "AWS_ENDPOINT_URL_STS": self.bed.s3.endpoint,
             "AWS_CONFIG_FILE": str(empty),
@@ -321,6 +354,8 @@ class Rehearsal:
         }
         if not gpu_required:
             env["REHEARSAL_CPU_ONLY"] = "1"
+        if real_install:
+            env.update({k: v for k, v in os.environ.items() if MACHINE_SETTINGS.fullmatch(k)})
         for value in job_env.values():
             if value.startswith(str(self.root / "tmp")):
                 Path(value).parent.mkdir(parents=True, exist_ok=True)
@@ -351,17 +386,37 @@ class Rehearsal:
         token_lifetime_s: int = 3600,
         expire_token_before: str | None = None,
         gpu_required: bool = False,
+        contexts: dict[str, dict[str, str]] | None = None,
+        real_install: bool = False,
     ) -> Run:
         """Run ``job`` as CircleCI would for a push of ``commit`` to ``branch``.
 
         ``expire_token_before``: the name of a step before which the job's start token must have
-        expired (the rehearsal waits for it): a long training, compressed.
+        expired (the rehearsal waits for it): a long training, compressed. ``contexts``: the
+        organisation's contexts (name -> variables). ``real_install``: the set-up's Python choice
+        and install steps run as written.
         """
         config = yaml.safe_load(git(self.origin, "show", f"{commit}:.circleci/config.yml"))
         definition = job_definition(config, job, pipeline_parameters or {})
         token = self.bed.issuer.mint(ref=f"refs/heads/{branch}", lifetime_s=token_lifetime_s)
         expires = jwt.decode(token, options={"verify_signature": False})["exp"]
-        env = self.environment(job, definition, branch, commit, token, node_index, gpu_required)
+        given = contexts_of(config, job, pipeline_parameters or {})
+        context_variables = {
+            name: value
+            for context in given
+            for name, value in (contexts or {}).get(context, {}).items()
+        }
+        env = self.environment(
+            job,
+            definition,
+            branch,
+            commit,
+            token,
+            node_index,
+            gpu_required,
+            context_variables,
+            real_install,
+        )
         project = Path(env["CIRCLE_WORKING_DIRECTORY"])
         artifacts = self.root / "artifacts"
         artifacts.mkdir(parents=True, exist_ok=True)
@@ -378,7 +433,7 @@ class Rehearsal:
             if name == expire_token_before:
                 time.sleep(max(0.0, expires + 1 - time.time()))
             at = time.monotonic() - started
-            step = self.step(kind, arguments, project, artifacts, branch, commit, env)
+            step = self.step(kind, arguments, project, artifacts, branch, commit, env, real_install)
             step.started_s = at
             result.steps.append(step)
             failed = failed or step.returncode != 0
@@ -393,6 +448,7 @@ class Rehearsal:
         branch: str,
         commit: str,
         env: dict[str, str],
+        real_install: bool,
     ) -> Step:
         name = arguments.get("name", kind)
         if kind == "checkout":
@@ -417,9 +473,9 @@ class Rehearsal:
         if kind != "run":
             raise RehearsalError(f"the rehearsal does not know the step {kind!r}")
         command = arguments["command"]
-        if name == INSTALL_STEP:
+        if name == INSTALL_STEP and not real_install:
             command = f"ln -s '{VENV}' .venv"
-        elif name == PYTHON_STEP:
+        elif name == PYTHON_STEP and not real_install:
             command = "echo 'stand-in: the Python running the rehearsal'"
         step_env = {**env, **{k: str(v) for k, v in (arguments.get("environment") or {}).items()}}
         shell = arguments.get("shell", "/bin/bash -eo pipefail").split()

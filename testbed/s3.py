@@ -297,19 +297,28 @@ def _client(service: str, endpoint: str, **credentials):
     )
 
 
-def bucket_listing(endpoint: str, token: str) -> dict[str, str]:
-    """Every object in the bucket (key -> ETag), read through a read-only role session."""
-    sts = _client("sts", endpoint)
-    session = sts.assume_role_with_web_identity(
-        RoleArn=READ_ROLE, RoleSessionName="pytest-inspect", WebIdentityToken=token
+def role_client(endpoint: str, token: str, role: str, session_name: str):
+    """An S3 client holding a session of ``role``, assumed with ``token``."""
+    session = _client("sts", endpoint).assume_role_with_web_identity(
+        RoleArn=role, RoleSessionName=session_name, WebIdentityToken=token
     )["Credentials"]
-    s3 = _client(
+    return _client(
         "s3",
         endpoint,
         aws_access_key_id=session["AccessKeyId"],
         aws_secret_access_key=session["SecretAccessKey"],
         aws_session_token=session["SessionToken"],
     )
+
+
+def dvc_object_key(md5: str, prefix: str) -> str:
+    """Where a DVC remote at ``s3://<bucket>/<prefix>`` keeps the object with this md5."""
+    return f"{prefix}/files/md5/{md5[:2]}/{md5[2:]}"
+
+
+def bucket_listing(endpoint: str, token: str) -> dict[str, str]:
+    """Every object in the bucket (key -> ETag), read through a read-only role session."""
+    s3 = role_client(endpoint, token, READ_ROLE, "pytest-inspect")
     listing = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
         listing.update({item["Key"]: item["ETag"] for item in page.get("Contents", [])})

@@ -8,14 +8,29 @@ share a run: nothing changed on main, and the job's start token has expired befo
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
-from testbed.rehearsal import Bed, Rehearsal, Run
+from ci_jobs.pr_report import MARKER
+from testbed.github_api import FakeGitHub
+from testbed.rehearsal import PYTHON_STEP, Bed, Rehearsal, Run
 from testbed.repo import ALL_STAGES, DvcRepo, commit_all, copy_of_repository, git, write_params
-from testbed.s3 import READ_ROLE, OidcIssuer, SeaweedFS, bucket_listing, iam_config
+from testbed.s3 import (
+    BUCKET,
+    PUSH_ROLE,
+    READ_ROLE,
+    OidcIssuer,
+    SeaweedFS,
+    bucket_listing,
+    dvc_object_key,
+    iam_config,
+    role_client,
+)
 from tests.helpers import fast_params
 
 pytestmark = pytest.mark.slow
@@ -24,6 +39,9 @@ PUSH = "Push outputs and run-cache (main only, fresh token)"
 GPU_CHECK = "Check that TensorFlow sees the GPU"
 HAND_OVER = "Hand the job's OIDC token to the AWS credential chain"
 PUBLISH = "Publish dist/<model_name>/<version>/ to releases/ (never overwrites)"
+METRICS = "Metrics and params against main, plots page and model card"
+REPORT = "Report on the pull request (one comment, updated; GITHUB_TOKEN from the context)"
+GITHUB_TOKEN = "ghs-rehearsal-token"
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +85,14 @@ class Workflows:
         commit_all(self.origin, message)
         return head(self.origin)
 
+    def commit_on_branch(self, branch: str, base: str, message: str, **sections: dict) -> str:
+        """A branch from ``base`` with one commit of params; the origin is left on main."""
+        git(self.origin, "checkout", "-q", "-b", branch, base)
+        try:
+            return self.commit_on_main(message, **sections)
+        finally:
+            git(self.origin, "checkout", "-q", "main")
+
 
 def head(repo: Path) -> str:
     return git(repo, "rev-parse", "HEAD").strip()
@@ -109,6 +135,9 @@ def test_1_main_empty_bucket_runs_everything_and_pushes(first_run) -> None:
     assert (run.artifacts / "model-card/model_card.md").is_file()
     assert "metrics/test.json" in (run.artifacts / "metrics-diff.md").read_text()
     assert (workspace / "dist/mnist/1/saved_model.pb").is_file()
+    kept = f"dvc/locks/{run.env['CIRCLE_SHA1']}.lock"  # main's lock of record, for PR diffs
+    assert "main_lock: no dvc.lock of record for " in run.step(METRICS).output  # not yet kept
+    assert kept in listing and f"main_lock: dvc.lock kept at s3://mnist-dvc/{kept}" in run.output
     assert run.start_token not in run.output
 
 
@@ -169,9 +198,17 @@ def test_4_5_main_unchanged_with_an_expired_start_token(
 def test_7_release_publishes_once_then_refuses(
     first_run, workflows: Workflows, origin: Path
 ) -> None:
+    """The first run installs as CircleCI does: the config's Python choice and a fresh .venv
+    from the hash-checked lock (no stand-in), which then publishes."""
     _, workspace, _ = first_run
-    first = workflows.run("release", "main", head(origin), workspace)
+    first = workflows.run("release", "main", head(origin), workspace, real_install=True)
     assert first.returncode == 0, first.output[-3000:]
+    venv = first.checkout / ".venv"
+    assert venv.is_dir() and not venv.is_symlink()
+    chosen = first.step(PYTHON_STEP).output
+    if shutil.which("pyenv"):
+        version = re.search(r"setup: Python (3\.1[123]\.\d+) \(pyenv\)", chosen).group(1)
+        assert next(venv.glob("lib/python*")).name == "python" + ".".join(version.split(".")[:2])
     published = {k: v for k, v in workflows.listing().items() if k.startswith("releases/")}
     packaged = sorted(
         str(p.relative_to(workspace / "dist"))
@@ -191,18 +228,28 @@ def test_7_release_publishes_once_then_refuses(
     assert workflows.listing() == before
 
 
+SWEEP = {"sweep": "train.batch_size=256", "sweep-nodes": 1}
+
+
+@pytest.fixture(scope="module")
+def swept(first_run, workflows: Workflows, origin: Path) -> tuple[str, Path, Run, Run]:
+    """A sweep of train.batch_size=256 on main: its commit, workspace, node and table runs."""
+    workspace = workflows.workspace()
+    commit = head(origin)
+    node = workflows.run("sweep", "main", commit, workspace, pipeline_parameters=SWEEP)
+    table = workflows.run("sweep-table", "main", commit, workspace, pipeline_parameters=SWEEP)
+    return commit, workspace, node, table
+
+
 def test_3_promoting_a_swept_param_set_trains_nothing(
-    first_run, workflows: Workflows, origin: Path
+    swept, workflows: Workflows, origin: Path
 ) -> None:
     """A sweep node on main runs train.batch_size=256 and pushes; a main commit setting that
     value (dvc.lock untouched) is then restored from the run-cache: only package runs."""
-    workspace = workflows.workspace()
-    sweep = {"sweep": "train.batch_size=256", "sweep-nodes": 1}
-    node = workflows.run("sweep", "main", head(origin), workspace, pipeline_parameters=sweep)
+    _, workspace, node, table = swept
     assert node.returncode == 0, node.output[-3000:]
     assert node.stages_ran() == ["train", "test"]
     assert "2 run-cache entries pushed" in node.step(PUSH).output
-    table = workflows.run("sweep-table", "main", head(origin), workspace, pipeline_parameters=sweep)
     assert table.returncode == 0, table.output[-3000:]
     recorded = json.loads((workspace / "sweep-results/node-0.json").read_text())
     row = (table.artifacts / "sweep.md").read_text().splitlines()[4]
@@ -221,6 +268,74 @@ def test_3_promoting_a_swept_param_set_trains_nothing(
     after = workflows.listing()
     assert set(before) < set(after)
     assert len(stage_runs(after) - stage_runs(before)) == 1  # package's run-cache entry
+
+
+def test_9_a_pull_request_gets_one_report_comment_with_its_diffs_against_main(
+    swept, workflows: Workflows
+) -> None:
+    """A PR's branch sets the swept value (train and test come from the sweep's run-cache); the
+    repro job replaces the report an earlier run left with the real diffs against main, with
+    the token of the github-pr-report context, and pushes nothing."""
+    base = swept[0]
+    branch = "feature/batch-256"
+    commit = workflows.commit_on_branch(branch, base, "batch 256", train={"batch_size": 256})
+    github = FakeGitHub("example-org/mnist-pipeline", GITHUB_TOKEN).start()
+    try:
+        github.open_pull_request(branch, 3)
+        earlier = github.add_comment(3, f"{MARKER}\nan earlier run's report", login="ci-bot")
+        contexts = {
+            "github-pr-report": {"GITHUB_TOKEN": GITHUB_TOKEN, "GITHUB_API_URL": github.url}
+        }
+        run = workflows.run("repro", branch, commit, workflows.workspace(), contexts=contexts)
+    finally:
+        github.stop()
+    assert run.returncode == 0, run.output[-3000:]
+    assert "train" not in run.stages_ran()
+    edits = [(r.method, r.path) for r in github.requests if r.method != "GET"]
+    assert edits == [
+        ("PATCH", f"/repos/example-org/mnist-pipeline/issues/comments/{earlier['id']}")
+    ]
+    assert {r.authorization for r in github.requests} == {f"Bearer {GITHUB_TOKEN}"}
+    metrics = (run.artifacts / "metrics-diff.md").read_text().strip()
+    params = (run.artifacts / "params-diff.md").read_text().strip()
+    # main's values come from the dvc.lock its CI kept (CI never commits dvc.lock)
+    accuracy = next(row for row in metrics.splitlines() if "| accuracy " in row).split("|")
+    main_value, branch_value = float(accuracy[3]), float(accuracy[4])
+    assert 0.5 < main_value != branch_value > 0.5, accuracy
+    assert f"main@{base[:8]}" in metrics
+    assert "train.batch_size" in params and "128" in params and "256" in params
+    assert metrics in earlier["body"] and params in earlier["body"]
+    assert "an earlier run's report" not in earlier["body"]
+    assert "pr-report: pull request #3: updated" in run.step(REPORT).output
+    assert "not main: nothing is pushed" in run.step(PUSH).output
+    assert GITHUB_TOKEN not in run.output
+
+
+def test_10_a_tampered_model_in_the_remote_is_never_checked_out_its_stage_reruns(
+    first_run, workflows: Workflows, bed: Bed
+) -> None:
+    """With ``verify = true`` DVC re-hashes what a CI repro downloads: the model main pushed,
+    overwritten in the bucket, is dropped and its stage re-run (DVC says nothing about it; on a
+    GPU that costs the training). The tampered bytes reach neither the workspace nor the
+    package. Without ``verify`` the run-cache would restore them and skip training."""
+    run, _, _ = first_run
+    locked = yaml.safe_load((run.checkout / "dvc.lock").read_text())
+    outs = {o["path"]: o["md5"] for o in locked["stages"]["train"]["outs"]}
+    key = dvc_object_key(outs["models/model.keras"], "dvc")
+    writer = role_client(bed.s3.endpoint, bed.issuer.mint(), PUSH_ROLE, "tamper")
+    original = writer.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    writer.put_object(Bucket=BUCKET, Key=key, Body=b"a model someone swapped in")
+    try:
+        commit = run.env["CIRCLE_SHA1"]  # main before any later scenario changed it
+        tampered = workflows.run("repro", "feature/tampered", commit, workflows.workspace())
+    finally:
+        writer.put_object(Bucket=BUCKET, Key=key, Body=original)
+    assert tampered.returncode == 0, tampered.output[-3000:]
+    assert tampered.stages_ran() == ["train"]
+    model = (tampered.checkout / "models/model.keras").read_bytes()
+    assert model == original  # retrained, bit for bit (the CPU recipe), not the swapped bytes
+    relocked = yaml.safe_load((tampered.checkout / "dvc.lock").read_text())
+    assert relocked["stages"]["package"] == locked["stages"]["package"]
 
 
 def test_6_failed_gate_fails_the_job_pushes_nothing_releases_nothing(

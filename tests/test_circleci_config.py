@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from testbed.rehearsal import CONFIG, holds, job_definition, load_config, workflows_selected
+from testbed.rehearsal import (
+    CONFIG,
+    executor_of,
+    holds,
+    job_definition,
+    load_config,
+    workflows_selected,
+)
 
 CONFIG_DATA = load_config()
 BIN = Path(sys.executable).parent
@@ -92,7 +99,7 @@ def test_every_job_installs_from_a_hash_checked_lock_gpu_jobs_from_the_gpu_lock(
 
 def test_repro_job_runs_only_what_the_remote_never_ran_on_a_gpu() -> None:
     job = CONFIG_DATA["jobs"]["repro"]
-    gpu = CONFIG_DATA["executors"][job["executor"]]
+    gpu = executor_of(CONFIG_DATA, "repro", {})
     assert gpu["machine"]["image"].startswith("linux-cuda-12:")
     assert gpu["resource_class"].startswith("gpu.nvidia.")
     assert job["steps"][0] == {"checkout": {"method": "full"}}
@@ -161,7 +168,35 @@ def test_sweep_spreads_param_sets_over_parallel_nodes_and_tables_them() -> None:
 def test_nightly_audit_forces_a_rerun_on_a_gpu() -> None:
     audit = commands("nightly-audit")[-1]
     assert "dvc repro --force" in audit and "python -m ci_jobs.audit" in audit
-    assert CONFIG_DATA["jobs"]["nightly-audit"]["executor"] == "gpu"
+    assert executor_of(CONFIG_DATA, "nightly-audit", {}) == executor_of(CONFIG_DATA, "repro", {})
+
+
+GPU_JOBS = ["repro", "sweep", "nightly-audit"]
+
+
+@pytest.mark.parametrize("job", GPU_JOBS)
+def test_a_pipeline_parameter_sends_the_gpu_jobs_to_a_self_hosted_runner(job: str) -> None:
+    """CircleCI's self-hosted machine runner: ``machine: true`` and the runner's resource class
+    ``<namespace>/<name>``; the cloud GPU stays the default."""
+    chosen = {"gpu-executor": "gpu-self-hosted", "self-hosted-resource-class": "acme/a100"}
+    assert executor_of(CONFIG_DATA, job, chosen) == {"machine": True, "resource_class": "acme/a100"}
+    default = executor_of(CONFIG_DATA, job, {})
+    assert default["resource_class"] == "gpu.nvidia.medium" and "image" in default["machine"]
+
+
+def test_cpu_jobs_stay_on_the_cloud_whatever_the_gpu_runner() -> None:
+    chosen = {"gpu-executor": "gpu-self-hosted"}
+    cpu_jobs = [job for job in CONFIG_DATA["jobs"] if job not in GPU_JOBS]
+    assert cpu_jobs == ["test", "release", "sweep-table"]
+    for job in cpu_jobs:
+        assert executor_of(CONFIG_DATA, job, chosen) == CONFIG_DATA["executors"]["cpu"], job
+
+
+def test_the_runner_choice_is_an_enum_of_executors_the_config_has() -> None:
+    """An enum: CircleCI refuses a misspelt value when the pipeline is triggered."""
+    choice = CONFIG_DATA["parameters"]["gpu-executor"]
+    assert choice["type"] == "enum" and choice["default"] == "gpu-cloud"
+    assert set(choice["enum"]) <= set(CONFIG_DATA["executors"])
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from ci_jobs import release
+from ci_jobs.bucket import Bucket, dvc_bucket
 
 WHERE = "s3://bucket/releases/mnist/3/"
 
@@ -188,6 +189,4 @@ def test_the_bucket_is_the_dvc_remotes_with_local_overrides(tmp_path: Path) -> N
         ["remote", "modify", "--local", "storage", "endpointurl", "http://127.0.0.1:9"],
     ):
         subprocess.run([dvc, *args], cwd=tmp_path, check=True, capture_output=True)
-    assert release.dvc_bucket(tmp_path) == release.Bucket(
-        "team-bucket", "http://127.0.0.1:9", "eu-west-1"
-    )
+    assert dvc_bucket(tmp_path) == Bucket("team-bucket", "http://127.0.0.1:9", "eu-west-1", "dvc")

@@ -19,15 +19,18 @@ import pytest
 
 from testbed.repo import ALL_STAGES, DvcRepo, commit_all, copy_of_repository, write_params
 from testbed.s3 import (
+    BUCKET,
     OTHER_PROJECT_ID,
     PUSH_ROLE,
     READ_ROLE,
     OidcIssuer,
     SeaweedFS,
     bucket_listing,
+    dvc_object_key,
     iam_config,
     new_key,
     remote,
+    role_client,
     use_test_bucket,
     with_credentials,
 )
@@ -275,22 +278,11 @@ def test_a_tampered_remote_object_is_refused_not_checked_out(
 ) -> None:
     """Whoever can write to the bucket could swap the model CI packages and releases: with
     ``verify = true`` (.dvc/config) DVC re-hashes what it downloads, and the pull fails."""
-    from testbed.s3 import BUCKET, _client
-
     pushed = remote(origin, "push", with_credentials(origin, bed, oidc_issuer.mint(), PUSH_ROLE))
     assert pushed.returncode == 0, pushed.stderr
     md5 = origin.locked_hashes()["models/model.keras"]
-    key = f"pipeline/files/md5/{md5[:2]}/{md5[2:]}"
-    credentials = _client("sts", bed.endpoint).assume_role_with_web_identity(
-        RoleArn=PUSH_ROLE, RoleSessionName="tamper", WebIdentityToken=oidc_issuer.mint()
-    )["Credentials"]
-    writer = _client(
-        "s3",
-        bed.endpoint,
-        aws_access_key_id=credentials["AccessKeyId"],
-        aws_secret_access_key=credentials["SecretAccessKey"],
-        aws_session_token=credentials["SessionToken"],
-    )
+    key = dvc_object_key(md5, "pipeline")
+    writer = role_client(bed.endpoint, oidc_issuer.mint(), PUSH_ROLE, "tamper")
     writer.put_object(Bucket=BUCKET, Key=key, Body=b"a model someone swapped in")
     original = (origin.repo / ".dvc/cache/files/md5" / md5[:2] / md5[2:]).read_bytes()
     request.addfinalizer(lambda: writer.put_object(Bucket=BUCKET, Key=key, Body=original))
