@@ -67,7 +67,7 @@ def prepared_workspace(root: Path, params: Params, mirror: str, subset: int | No
     """``data/prepared`` as the pipeline makes it; with ``subset``, only the first examples."""
     fetch_all(root / "raw", [mirror])
     prepared = root / "prepared"
-    prepare(root / "raw", prepared, root / "data_validation.json", params.prepare)
+    prepare(root / "raw", prepared, root / "data_validation.json", params.prepare, params.data)
     if subset:
         for split, count in (("train", subset), ("validation", subset), ("test", subset)):
             images, labels = load_split(split, prepared)

@@ -15,6 +15,7 @@ from stages import devices, runtime
 from stages.config import Params
 from stages.datasets import load_split
 from stages.keras_io import save_model
+from stages.mnist import MNIST_MODEL_IO
 from stages.model import build_model
 from stages.train import train
 
@@ -25,7 +26,7 @@ def train_project(
     """Build (precision as the hardware calls for) and train in ``work``; the epochs' clock."""
     policy = runtime.precision_policy(params.build.mixed_precision, bool(devices.gpu_names()))
     untrained = work / "untrained.keras"
-    save_model(build_model(params.build, policy), untrained)
+    save_model(build_model(params.build, policy, *MNIST_MODEL_IO), untrained)
     clock = EpochClock(name, len(load_split("train", prepared_dir)[1]), *test)
     train(
         params.train,

@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 from benchmarks.time_to_accuracy import load_params_with
+from stages.mnist import MNIST_MODEL_IO
 from stages.model import build_model
 from stages.train import training_batches
 
@@ -35,14 +36,16 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
 def cost_per_image(variants: dict[str, list[str]], steps: int, rounds: int) -> dict[str, dict]:
     """Median CPU and wall microseconds per training image of each variant, taken in turns."""
     rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (IMAGES, 28, 28), dtype=np.uint8)
+    images = rng.integers(0, 256, (IMAGES, *MNIST_MODEL_IO[0]), dtype=np.uint8)
     labels = rng.integers(0, 10, IMAGES).astype(np.uint8)
     runs = {}
     for name, overrides in variants.items():
         params = load_params_with(overrides, None)
-        model = build_model(params.build, "float32")
+        model = build_model(params.build, "float32", *MNIST_MODEL_IO)
         batch = params.train.batch_size
-        batches = training_batches(images, labels, batch, params.train.seed, 0, 10**6)
+        batches = training_batches(
+            images, labels, batch, params.train.seed, 0, 10**6, MNIST_MODEL_IO[1]
+        )
         model.fit(batches, steps_per_epoch=steps, epochs=1, verbose=0)  # trace, warm caches
         runs[name] = (model, batches, batch)
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}

@@ -43,8 +43,8 @@ from stages import devices
 from stages.config import PARAMS_FILE, Params, parse_params
 from stages.datasets import load_split
 from stages.fetch import fetch_all
+from stages.mnist import CLASSES
 from stages.prepare import load_raw, prepare
-from stages.task import NUM_CLASSES
 from testbed.repo import REPO_ROOT
 
 BENCHMARKS = REPO_ROOT / "benchmarks"
@@ -92,7 +92,7 @@ def reference_model() -> keras.Model:
             layers.MaxPooling2D(pool_size=(2, 2)),
             layers.Flatten(),
             layers.Dropout(0.5),
-            layers.Dense(NUM_CLASSES, activation="softmax"),
+            layers.Dense(len(CLASSES), activation="softmax"),
         ]
     )
     model.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
@@ -104,9 +104,9 @@ def run_reference(
 ) -> Run:
     """Train the example as it is written, on the raw training images (first ``subset``)."""
     train_split, _ = load_raw(raw_dir)
-    images = (train_split.images[:subset].astype("float32") / 255)[..., None]
-    labels = keras.utils.to_categorical(train_split.labels[:subset], NUM_CLASSES)
-    test_images = (test[0].astype("float32") / 255)[..., None]
+    images = train_split.images[:subset].astype("float32") / 255
+    labels = keras.utils.to_categorical(train_split.labels[:subset], len(CLASSES))
+    test_images = test[0].astype("float32") / 255
     keras.utils.set_random_seed(42)
     fitted = len(labels) - int(len(labels) * 0.1)  # what validation_split leaves to train on
     clock = EpochClock("reference", fitted, test_images, test[1])
@@ -152,7 +152,7 @@ def prepared_data(mirror: str, work: Path, params: Params, subset: int | None) -
     """MNIST from ``mirror``, split by ``prepare`` in ``work``; train cut to ``subset``."""
     raw_dir, prepared_dir = work / "raw", work / "prepared"
     fetch_all(raw_dir, [mirror])
-    prepare(raw_dir, prepared_dir, work / "data_validation.json", params.prepare)
+    prepare(raw_dir, prepared_dir, work / "data_validation.json", params.prepare, params.data)
     if subset is not None:
         images, labels = load_split("train", prepared_dir)
         np.save(prepared_dir / "train" / "images.npy", images[:subset])

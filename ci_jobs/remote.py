@@ -2,6 +2,7 @@
 
     python -m ci_jobs.remote push [dvc options]    # dvc push, then the run-cache
     python -m ci_jobs.remote pull [dvc options]    # dvc pull --run-cache
+    python -m ci_jobs.remote repro [dvc options]   # dvc repro --pull, stopped at a tampered object
 
 The run-cache is what lets a fresh clone (or another CI job) skip every stage whose inputs it has
 seen before. Two things DVC does not do well are handled here:
@@ -12,16 +13,24 @@ seen before. Two things DVC does not do well are handled here:
   ``StageCache.push`` transfers with ``force=True``), so a push with nothing new still uploads.
   We push the data with ``dvc push`` and then make DVC's own run-cache transfer with
   ``force=False``, which skips entries the remote already holds.
+- With ``verify = true`` DVC re-hashes what it downloads and drops an object that does not hash
+  to its name, but ``dvc repro --pull`` then silently re-runs the stage whose output it was: on a
+  GPU, hours of training, and the tampering goes unnoticed. ``repro`` runs DVC's own ``repro``
+  in this process, listening to DVC's log for the dropped object (``dvc_data``'s "corrupted
+  cache file" record), and stops at once with one line naming the output.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import yaml
 
 # (pattern in DVC's output, explanation); the first match wins, so specific causes come first.
 EXPLANATIONS = [
@@ -105,6 +114,52 @@ def push_run_cache() -> int:
         return len(repo.stage_cache.transfer(repo.cache.legacy, remote, force=False))
 
 
+class TamperedObject(BaseException):  # not an Exception: DVC catches those
+    """A downloaded object failed verification; carries its cache path."""
+
+
+class StopAtTampering(logging.Handler):
+    """Raises, from inside DVC, at its record of an object that does not hash to its name."""
+
+    RECORD = "corrupted cache file '%s'."
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg == self.RECORD:
+            raise TamperedObject(str(record.args[0]))
+
+
+def output_named(md5: str, repo_root: Path = Path()) -> str:
+    """The output the run-cache entries know by ``md5`` (else the object itself)."""
+    for entry in sorted((repo_root / ".dvc/cache/runs").glob("*/*/*")):
+        for out in (yaml.safe_load(entry.read_text()) or {}).get("outs", []):
+            if out.get("md5") == md5:
+                return out["path"]
+    return f"the object {md5}"
+
+
+def repro(extra: list[str]) -> int:
+    """``dvc repro --pull``, stopped at the first object that fails verification."""
+    from dvc.cli import main as dvc_main
+
+    verification = logging.getLogger("dvc_data.hashfile.db")
+    verification.setLevel(logging.DEBUG)
+    verification.propagate = False  # DVC's own handlers would print every debug record
+    verification.addHandler(StopAtTampering())
+    try:
+        return dvc_main(["repro", "--pull", *extra])
+    except TamperedObject as tampered:
+        parts = Path(tampered.args[0]).parts
+        md5 = parts[-2] + parts[-1]
+        print(
+            f"remote: repro stopped: {output_named(md5)}: the remote's copy does not hash to"
+            f" what the run-cache records (md5 {md5}): someone changed it in the bucket; nothing"
+            " was trained or packaged from it; restore the object from a trusted copy (bucket"
+            " versioning, or a push from main's CI), then re-run",
+            file=sys.stderr,
+        )
+        return 1
+
+
 def fail(action: str, output: str) -> int:
     detail = [line for line in output.splitlines() if line.startswith("ERROR:")]
     if detail:
@@ -114,10 +169,12 @@ def fail(action: str, output: str) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("push", "pull"):
-        print("usage: remote.py push|pull [dvc options]", file=sys.stderr)
+    if not argv or argv[0] not in ("push", "pull", "repro"):
+        print("usage: remote.py push|pull|repro [dvc options]", file=sys.stderr)
         return 2
     action = argv[0]
+    if action == "repro":
+        return repro(argv[1:])
     result = subprocess.run(dvc_command(action, argv[1:]), capture_output=True, text=True)
     sys.stdout.write(result.stdout)
     if result.returncode:

@@ -1,4 +1,5 @@
-"""Stage ``build``: construct and compile the model from ``params.yaml``; save it untrained.
+"""Stage ``build``: construct and compile the model from ``params.yaml`` for the prepared
+dataset's image shape and classes (``data/prepared/dataset.json``); save it untrained.
 
 Outputs the model (``models/untrained.keras``) and its layer summary, size and dtype policy
 (``models/summary.txt``). The size reaches the experiments table through ``test``'s metrics.
@@ -15,6 +16,7 @@ from stages import devices, runtime
 from stages.artifacts import write_text
 from stages.cli import run_stage
 from stages.config import load_params
+from stages.datasets import load_dataset
 from stages.keras_io import save_model
 from stages.model import build_model
 from stages.paths import MODEL_SUMMARY, UNTRAINED_MODEL
@@ -37,7 +39,8 @@ def summary_text(model: keras.Model) -> str:
 def main() -> None:
     params = load_params().build
     policy = runtime.precision_policy(params.mixed_precision, bool(devices.gpu_names()))
-    model = build_model(params, policy)
+    dataset = load_dataset()
+    model = build_model(params, policy, dataset.input_shape, dataset.num_classes)
     save_model(model, UNTRAINED_MODEL)
     write_text(MODEL_SUMMARY, summary_text(model) + f"Dtype policy: {policy}\n")
     print(f"build: {model.count_params()} parameters, dtype policy {policy}")

@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ruamel.yaml import YAML, YAMLError
 
 from stages.cli import StageError
-from stages.task import IMAGE_SHAPE
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -25,6 +24,23 @@ class _Section(BaseModel):
 
 
 Seed = Annotated[int, Field(ge=0, le=2**31 - 1)]
+
+
+ImageSide = Annotated[int, Field(ge=8, le=1024)]
+
+
+class DataParams(_Section):
+    source: Literal["mnist"]
+    image_size: list[ImageSide] = Field(min_length=2, max_length=2)  # [height, width]
+    channels: Literal[1, 3]
+
+    @model_validator(mode="after")
+    def _mnist_is_28x28_grayscale(self) -> DataParams:
+        if self.source == "mnist" and (self.image_size != [28, 28] or self.channels != 1):
+            raise ValueError(
+                "MNIST images are 28x28 grayscale: set data.image_size [28, 28] and data.channels 1"
+            )
+        return self
 
 
 class PrepareParams(_Section):
@@ -49,28 +65,17 @@ class BuildParams(_Section):
     learning_rate: float = Field(gt=0, le=1)
     mixed_precision: Literal["auto", "on", "off"]
 
-    @model_validator(mode="after")
-    def _feature_maps_fit(self) -> BuildParams:
-        """Reject, before any stage runs, conv blocks that would shrink the image to nothing."""
-        if feature_map_size(self) < 1:
-            raise ValueError(
-                f"{len(self.conv_filters)} conv blocks of kernel {self.kernel_size} with"
-                f" padding {self.padding!r} leave no pixels of a {IMAGE_SHAPE[0]}-pixel image;"
-                " use fewer blocks, a smaller kernel_size or padding 'same'"
-            )
-        return self
 
-
-def feature_map_size(params: BuildParams) -> int:
-    """Side of the last conv block's output: each block is a conv (``valid`` takes
-    ``kernel_size - 1`` pixels off) after a 2x2 max-pool (the first block has no pool)."""
-    size = IMAGE_SHAPE[0]
+def feature_map_size(params: BuildParams, side: int) -> int:
+    """One side of the last conv block's output for an input side of ``side`` pixels: each
+    block is a conv (``valid`` takes ``kernel_size - 1`` pixels off) after a 2x2 max-pool (the
+    first block has no pool)."""
     for index, _ in enumerate(params.conv_filters):
         if index:
-            size //= 2
+            side //= 2
         if params.padding == "valid":
-            size -= params.kernel_size - 1
-    return size
+            side -= params.kernel_size - 1
+    return side
 
 
 class TrainParams(_Section):
@@ -96,11 +101,25 @@ class PackageParams(_Section):
 
 
 class Params(_Section):
+    data: DataParams
     prepare: PrepareParams
     build: BuildParams
     train: TrainParams
     test: TestParams
     package: PackageParams
+
+    @model_validator(mode="after")
+    def _feature_maps_fit(self) -> Params:
+        """Reject, before any stage runs, conv blocks that would shrink the image to nothing."""
+        height, width = self.data.image_size
+        if min(feature_map_size(self.build, height), feature_map_size(self.build, width)) < 1:
+            build = self.build
+            raise ValueError(
+                f"build: {len(build.conv_filters)} conv blocks of kernel {build.kernel_size}"
+                f" with padding {build.padding!r} leave no pixels of a {height}x{width} image"
+                " (data.image_size); use fewer blocks, a smaller kernel_size or padding 'same'"
+            )
+        return self
 
 
 _RANGE_WORDS = {
@@ -125,7 +144,7 @@ def _describe(error: dict[str, Any]) -> str:
     if kind == "missing":
         return f"{path}: missing"
     if kind == "value_error":  # a check across keys (a validator): its message says it all
-        return f"{path}: {context['error']}"
+        return f"{path}: {context['error']}" if path else str(context["error"])
     return f"{path}: {error['msg'][0].lower()}{error['msg'][1:]}, got {value!r}"
 
 

@@ -1,4 +1,6 @@
-"""The MNIST files the pipeline pins: names, checksums of their content, public mirrors."""
+"""The MNIST source: its files (names, checksums of their content, public mirrors) and what the
+dataset is (28x28 grayscale digits in ten classes). Nothing after ``prepare`` imports this: the
+later stages read the same facts from ``data/prepared/dataset.json``."""
 
 from __future__ import annotations
 
@@ -30,3 +32,8 @@ PUBLIC_MIRRORS = (
 )
 MIRROR_ENV = "MNIST_MIRROR"  # tried first: a directory or URL of your own
 PUBLIC_MIRRORS_ENV = "MNIST_PUBLIC_MIRRORS"  # replaces PUBLIC_MIRRORS: space-separated, "" for none
+
+SOURCE = "mnist"
+IMAGE_SHAPE = (28, 28, 1)  # height, width, channels: white digits on black
+CLASSES = tuple(str(digit) for digit in range(10))  # label i is the digit i
+MNIST_MODEL_IO = (IMAGE_SHAPE, len(CLASSES))  # build_model's input_shape and num_classes

@@ -3,7 +3,9 @@
 Layout is TensorFlow Serving's, ``dist/<model_name>/<version>/`` (``saved_model.pb``,
 ``variables/``), with the model card in ``assets.extra/`` (the SavedModel folder for files that
 travel with a model but are not part of the graph). The ``serving_default`` signature takes raw
-uint8 images ``[N, 28, 28]`` and returns ``probabilities`` ``[N, 10]`` and ``digit`` ``[N]``.
+uint8 images ``[N, H, W, C]`` (the dataset's shape, ``data/prepared/dataset.json``) and returns
+``probabilities`` ``[N, K]``, ``class_index`` ``[N]`` and ``class_name`` ``[N]`` (a string), so no
+client needs a label map.
 The export holds only the model's weights (their underlying TensorFlow variables, in the model's
 own order) and that function, so equal models give equal bytes and the graph's saver restores
 the very variables the signature reads. Before it is moved into place it is loaded back,
@@ -30,7 +32,7 @@ from tensorflow.core.protobuf import fingerprint_pb2
 from stages.artifacts import atomic_path, to_json
 from stages.cli import StageError, run_stage
 from stages.config import Params, load_params
-from stages.datasets import load_split
+from stages.datasets import Dataset, load_dataset, load_split
 from stages.keras_io import load_model
 from stages.paths import (
     DATA_REPORT,
@@ -47,7 +49,6 @@ from stages.session_loader import (
     error_gist,
     run_signature_in_session,
 )
-from stages.task import IMAGE_SHAPE
 
 CARD_DIR = "assets.extra"
 FINGERPRINT_FILE = "fingerprint.pb"
@@ -63,8 +64,9 @@ def export_dir(params: Params, dist_dir: Path = DIST_DIR) -> Path:
     return dist_dir / params.package.model_name / str(params.package.version)
 
 
-def export_savedmodel(model: keras.Model, directory: Path) -> None:
-    """Write ``model`` as a SavedModel whose ``serving_default`` takes raw uint8 images.
+def export_savedmodel(model: keras.Model, directory: Path, classes: tuple[str, ...]) -> None:
+    """Write ``model`` as a SavedModel whose ``serving_default`` takes raw uint8 images and
+    answers with the probabilities, the most probable class's index and its name in ``classes``.
 
     The same model gives the same bytes, in any process. ``keras.export.ExportArchive`` does not:
 
@@ -89,14 +91,20 @@ def export_savedmodel(model: keras.Model, directory: Path) -> None:
     ``serve`` on variables nobody restored ("Could not find variable probabilities/kernel").
     """
 
+    names = tf.constant(classes)
+
     def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
         probabilities = model(images, training=False)
-        digit = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
-        return {"probabilities": probabilities, "digit": digit}
+        class_index = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+        return {
+            "probabilities": probabilities,
+            "class_index": class_index,
+            "class_name": tf.gather(names, class_index),
+        }
 
     signature = tf.function(
         serve,
-        input_signature=[tf.TensorSpec([None, *IMAGE_SHAPE], tf.uint8, "images")],
+        input_signature=[tf.TensorSpec([None, *model.input_shape[1:]], tf.uint8, "images")],
         autograph=False,
     ).get_concrete_function()
     root = tf.Module()
@@ -146,14 +154,20 @@ def predict_in_session(directory: Path, images: np.ndarray, batch_size: int) -> 
         ) from None
 
 
-def compare(loader: str, outputs: dict, expected: np.ndarray, batch_size: int) -> dict:
+def compare(
+    loader: str, outputs: dict, expected: np.ndarray, batch_size: int, classes: tuple[str, ...]
+) -> dict:
     """One check's record, or a StageError if ``outputs`` differ from the trained model's."""
-    mismatches = int((outputs["digit"] != expected.argmax(axis=1)).sum())
+    index = expected.argmax(axis=1)
+    names = np.array([name.encode() for name in classes], dtype=object)[index]
+    mismatches = int(
+        ((outputs["class_index"] != index) | (np.asarray(outputs["class_name"]) != names)).sum()
+    )
     max_difference = float(np.abs(outputs["probabilities"] - expected).max())
     if mismatches or max_difference > PROBABILITY_TOLERANCE:
         raise StageError(
             f"exported model disagrees with the trained model when loaded by {loader} (batches"
-            f" of {batch_size}): {mismatches} different digits, probabilities differ by up to"
+            f" of {batch_size}): {mismatches} different classes, probabilities differ by up to"
             f" {max_difference:.2e} (tolerance {PROBABILITY_TOLERANCE}); the export was not"
             " written"
         )
@@ -165,27 +179,36 @@ def compare(loader: str, outputs: dict, expected: np.ndarray, batch_size: int) -
     }
 
 
-def verify_export(directory: Path, model: keras.Model, images: np.ndarray) -> dict:
+def verify_export(
+    directory: Path, model: keras.Model, images: np.ndarray, classes: tuple[str, ...]
+) -> dict:
     """Check the export predicts exactly what the trained model does, loaded either way a
     SavedModel is (TF2 objects; a TF1 session, as TensorFlow Serving, in full batches and one
     image at a time); return what was checked."""
     expected = model.predict(images, batch_size=PREDICT_BATCH, verbose=0)
     single = slice(0, SINGLE_IMAGES)
     checks = [
-        compare(TF2_LOADER, predict_with_export(directory, images), expected, PREDICT_BATCH),
+        compare(
+            TF2_LOADER, predict_with_export(directory, images), expected, PREDICT_BATCH, classes
+        ),
         compare(
             SESSION_LOADER,
             predict_in_session(directory, images, PREDICT_BATCH),
             expected,
             PREDICT_BATCH,
+            classes,
         ),
         compare(
-            SESSION_LOADER, predict_in_session(directory, images[single], 1), expected[single], 1
+            SESSION_LOADER,
+            predict_in_session(directory, images[single], 1),
+            expected[single],
+            1,
+            classes,
         ),
     ]
     return {
         "examples": len(images),
-        "digits_equal": True,
+        "classes_equal": True,
         "max_probability_difference": max(c["max_probability_difference"] for c in checks),
         "checks": checks,
     }
@@ -229,8 +252,14 @@ def require_blessing(test_report: dict) -> None:
         )
 
 
+def describe_images(dataset: Dataset) -> str:
+    kind = "grayscale" if dataset.channels == 1 else "RGB"
+    return f"{dataset.height}x{dataset.width} {kind}"
+
+
 def model_card(
     params: Params,
+    dataset: Dataset,
     test_metrics: dict,
     test_report: dict,
     data_report: dict,
@@ -249,22 +278,30 @@ def model_card(
     return {
         "model_name": params.package.model_name,
         "version": params.package.version,
-        "task": "classify a 28x28 grayscale handwritten digit (white on black, like MNIST) as 0-9",
+        "task": (
+            f"classify a {describe_images(dataset)} image as one of {dataset.num_classes}"
+            f" classes ({', '.join(dataset.classes)})"
+        ),
         "signature": {
             "name": SIGNATURE,
-            "inputs": {"images": "uint8 [N, 28, 28], pixel values 0-255"},
+            "inputs": {
+                "images": f"uint8 [N, {dataset.height}, {dataset.width}, {dataset.channels}],"
+                " pixel values 0-255"
+            },
             "outputs": {
-                "probabilities": "float32 [N, 10], softmax over digits 0-9",
-                "digit": "int32 [N], the most probable digit",
+                "probabilities": f"float32 [N, {dataset.num_classes}], softmax over the classes",
+                "class_index": "int32 [N], the most probable class's index",
+                "class_name": "string [N], the most probable class's name",
             },
         },
         "metrics": {
             "accuracy": test_metrics["accuracy"],
             "loss": test_metrics["loss"],
             "per_class": test_report["per_class"],
-            "evaluated_on": f"MNIST test set, {test_report['examples']} images",
+            "evaluated_on": f"the {dataset.source} test split, {test_report['examples']} images",
         },
         "verification": verification,
+        "dataset": dataset.to_dict(),
         "data": {
             "raw_files_md5": {n: f["md5"] for n, f in sorted(data_report["raw_files"].items())},
             "split": data_report["split"],
@@ -279,9 +316,11 @@ def model_card(
 def card_markdown(card: dict) -> str:
     metrics = card["metrics"]
     recall_rows = "\n".join(
-        f"| {digit} | {s['precision']:.4f} | {s['recall']:.4f} | {s['f1']:.4f} | {s['support']} |"
-        for digit, s in metrics["per_class"].items()
+        f"| {name} | {s['precision']:.4f} | {s['recall']:.4f} | {s['f1']:.4f} | {s['support']} |"
+        for name, s in metrics["per_class"].items()
     )
+    dataset = card["dataset"]
+    classes = ", ".join(f"`{name}`" for name in dataset["classes"])
     files = "\n".join(
         f"- `{name}`: md5 `{md5}`" for name, md5 in card["data"]["raw_files_md5"].items()
     )
@@ -306,19 +345,20 @@ def card_markdown(card: dict) -> str:
 **Serving:** TensorFlow SavedModel, signature `{card["signature"]["name"]}`:
 input `images` {card["signature"]["inputs"]["images"]};
 outputs `probabilities` {card["signature"]["outputs"]["probabilities"]},
-`digit` {card["signature"]["outputs"]["digit"]}.
+`class_index` {card["signature"]["outputs"]["class_index"]},
+`class_name` {card["signature"]["outputs"]["class_name"]}.
 
 ## Quality ({metrics["evaluated_on"]})
 
 Accuracy **{metrics["accuracy"]:.4f}**, loss {metrics["loss"]:.4f}.
 
-| digit | precision | recall | F1 | support |
+| class | precision | recall | F1 | support |
 |---|---|---|---|---|
 {recall_rows}
 
 Export verified: loaded back by TensorFlow's Python loader and in a TF1 session as TensorFlow
 Serving loads it (`{SESSION_LOADER}`), the exported model predicts what the trained model does
-(same digits, probabilities within {PROBABILITY_TOLERANCE:g}; largest difference
+(same classes, probabilities within {PROBABILITY_TOLERANCE:g}; largest difference
 {card["verification"]["max_probability_difference"]:.1e}):
 
 | loader | test images | batch size | largest probability difference |
@@ -327,8 +367,9 @@ Serving loads it (`{SESSION_LOADER}`), the exported model predicts what the trai
 
 ## Data
 
-MNIST (LeCun, Cortes, Burges), split {card["data"]["split"]["train"]} train /
-{card["data"]["split"]["validation"]} validation (stratified, seed {card["data"]["split"]["seed"]}).
+Source `{dataset["source"]}` (content checksum `{dataset["checksum"]}`), classes {classes};
+split {card["data"]["split"]["train"]} train / {card["data"]["split"]["validation"]} validation
+(stratified, seed {card["data"]["split"]["seed"]}).
 {files}
 
 ## Build
@@ -345,8 +386,8 @@ All parameters are in `model_card.json`.
 
 ## Limits
 
-Trained only on centred, size-normalised MNIST digits: expect lower accuracy on other handwriting
-styles, unnormalised crops, or dark-on-light images that are not inverted first.
+Trained and evaluated only on images of the `{dataset["source"]}` dataset: expect lower accuracy
+on images unlike them (other framing, size, lighting or, for grayscale, inverted brightness).
 """
 
 
@@ -364,13 +405,15 @@ def package(
     test_report = read_json(test_report_file)
     require_blessing(test_report)
     model = load_model(model_file)
+    dataset = load_dataset(prepared_dir)
     images, _ = load_split("test", prepared_dir)
     target = export_dir(params, dist_dir)
     with atomic_path(target) as staged:
-        export_savedmodel(model, staged)
-        verification = verify_export(staged, model, images)
+        export_savedmodel(model, staged, dataset.classes)
+        verification = verify_export(staged, model, images, dataset.classes)
         card = model_card(
             params,
+            dataset,
             read_json(test_metrics_file),
             test_report,
             read_json(data_report_file),

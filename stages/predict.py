@@ -1,13 +1,17 @@
-"""``python -m stages.predict IMAGE.png ...``: classify digit images with the exported package.
+"""``python -m stages.predict IMAGE.png ...``: classify image files with the exported package.
 
-Each image is read as grayscale and resized to 28x28. MNIST digits are white on black; an image
-whose border is mostly light (a dark digit on paper) is inverted first. Uses only the SavedModel,
-exactly as a server would, not the Keras model.
+Each image is brought to what the model was trained on, as its model card describes the dataset
+(``assets.extra/model_card.json``): converted to grayscale or RGB, resized (bilinear) to its
+height and width. A grayscale image whose border is light while the training images' borders are
+dark (a dark digit on paper, for MNIST), or the reverse, is inverted first. Prints each image's
+class name and confidence. Uses only the SavedModel, exactly as a server would, not the Keras
+model.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -16,22 +20,40 @@ from PIL import Image, UnidentifiedImageError
 
 from stages.cli import StageError, run_stage
 from stages.config import PARAMS_FILE, load_params
-from stages.package import export_dir, predict_with_export
-from stages.task import IMAGE_SHAPE
+from stages.datasets import border_brightness
+from stages.package import CARD_DIR, export_dir, predict_with_export
 
 
-def load_digit(path: Path) -> np.ndarray:
-    """A PNG (or any image Pillow reads) as a uint8 ``[28, 28]`` white-on-black digit."""
+def trained_on(model_dir: Path) -> dict:
+    """The dataset the package was trained on, from its model card."""
+    try:
+        return json.loads((model_dir / CARD_DIR / "model_card.json").read_text())["dataset"]
+    except (FileNotFoundError, KeyError, ValueError):
+        raise StageError(
+            f"{model_dir} has no model card describing its dataset; package it again with"
+            " `dvc repro package`"
+        ) from None
+
+
+def load_image(path: Path, dataset: dict) -> np.ndarray:
+    """An image file (any format Pillow reads) as uint8 ``[H, W, C]`` like the training images."""
+    mode = "L" if dataset["channels"] == 1 else "RGB"
     try:
         with Image.open(path) as image:
-            gray = image.convert("L").resize(IMAGE_SHAPE[::-1], Image.BILINEAR)
+            resized = image.convert(mode).resize(
+                (dataset["width"], dataset["height"]), Image.BILINEAR
+            )
     except FileNotFoundError:
         raise StageError(f"{path}: no such file") from None
     except (UnidentifiedImageError, OSError) as error:
         raise StageError(f"{path}: not a readable image ({error})") from None
-    pixels = np.asarray(gray, dtype=np.uint8)
-    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
-    return 255 - pixels if border.mean() > 127 else pixels
+    pixels = np.asarray(resized, dtype=np.uint8).reshape(
+        dataset["height"], dataset["width"], dataset["channels"]
+    )
+    light = border_brightness(pixels) > 127
+    if mode == "L" and light != (dataset["background"] == "light"):
+        return 255 - pixels
+    return pixels
 
 
 def default_model_dir() -> Path:
@@ -48,12 +70,14 @@ def default_model_dir() -> Path:
     return directory if root == here else root / directory
 
 
-def predict(model_dir: Path, images: np.ndarray) -> list[tuple[int, float]]:
-    """(digit, confidence) per image."""
+def predict(model_dir: Path, images: np.ndarray) -> list[tuple[str, float]]:
+    """(class name, confidence) per image."""
     outputs = predict_with_export(model_dir, images)
     return [
-        (int(digit), float(probabilities[digit]))
-        for digit, probabilities in zip(outputs["digit"], outputs["probabilities"], strict=True)
+        (name.decode(), float(probabilities[index]))
+        for name, index, probabilities in zip(
+            outputs["class_name"], outputs["class_index"], outputs["probabilities"], strict=True
+        )
     ]
 
 
@@ -64,15 +88,16 @@ def classify_files(model_dir: Path, paths: list[Path]) -> list[tuple[Path, str, 
             f"no SavedModel in {model_dir}; run `dvc repro` (or `dvc pull`) there,"
             " or pass --model DIR"
         )
-    digits: dict[Path, np.ndarray] = {}
+    dataset = trained_on(model_dir)
+    images: dict[Path, np.ndarray] = {}
     problems: dict[Path, str] = {}
     for path in paths:
         try:
-            digits[path] = load_digit(path)
+            images[path] = load_image(path, dataset)
         except StageError as error:
             problems[path] = str(error).removeprefix(f"{path}: ")
-    predictions = predict(model_dir, np.stack(list(digits.values()))) if digits else []
-    results = dict(zip(digits, predictions, strict=True))
+    predictions = predict(model_dir, np.stack(list(images.values()))) if images else []
+    results = dict(zip(images, predictions, strict=True))
     return [
         (path, f"{results[path][0]} ({results[path][1]:.1%})", True)
         if path in results
@@ -83,7 +108,7 @@ def classify_files(model_dir: Path, paths: list[Path]) -> list[tuple[Path, str, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("images", nargs="+", type=Path, help="PNG files of single digits")
+    parser.add_argument("images", nargs="+", type=Path, help="image files (PNG, JPEG, ...)")
     parser.add_argument(
         "--model",
         type=Path,

@@ -1,8 +1,11 @@
 """Stage ``prepare``: validate the raw MNIST files; split train/validation, stratified and seeded.
 
-Writes ``data/prepared/{train,validation,test}/{images,labels}.npy`` (uint8, exactly as in the raw
-files) and the validation report ``reports/data_validation.json``. The MNIST test set is copied
-through untouched; only the ``test`` stage reads it. Does not import TensorFlow.
+Writes ``data/prepared/{train,validation,test}/{images,labels}.npy`` (uint8 ``[N, H, W, C]``, the
+raw pixels with a channel axis), the dataset's description ``data/prepared/dataset.json``
+(``stages/datasets.py``: shape, classes, counts, source and checksum: what every later stage
+reads instead of MNIST constants) and the validation report ``reports/data_validation.json``. The
+MNIST test set is copied through untouched; only the ``test`` stage reads it. Does not import
+TensorFlow.
 """
 
 from __future__ import annotations
@@ -12,23 +15,37 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.artifacts import atomic_path, save_arrays, write_json
+from stages.artifacts import atomic_path, write_json
 from stages.cli import run_stage
-from stages.config import PrepareParams, load_params
+from stages.config import DataParams, PrepareParams, load_params
+from stages.datasets import describe, write_prepared
 from stages.idx import IMAGES_NDIM, LABELS_NDIM, read_idx
-from stages.mnist import RAW_FILES, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS
+from stages.mnist import (
+    CLASSES,
+    IMAGE_SHAPE,
+    RAW_FILES,
+    SOURCE,
+    TEST_IMAGES,
+    TEST_LABELS,
+    TRAIN_IMAGES,
+    TRAIN_LABELS,
+)
 from stages.paths import DATA_REPORT, PREPARED_DIR, RAW_DIR
 from stages.validate import Split, validate
 
 
 def load_raw(raw_dir: Path) -> tuple[Split, Split]:
-    """Parse the four IDX files of ``raw_dir`` into the train and test splits."""
+    """Parse the four IDX files of ``raw_dir`` into the train and test splits, images with a
+    channel axis (``[N, 28, 28, 1]``)."""
 
-    def read(raw, ndim):
-        return read_idx(raw_dir / raw.name, ndim)
+    def images(raw):
+        return read_idx(raw_dir / raw.name, IMAGES_NDIM)[..., np.newaxis]
 
-    train = Split("train", read(TRAIN_IMAGES, IMAGES_NDIM), read(TRAIN_LABELS, LABELS_NDIM))
-    test = Split("test", read(TEST_IMAGES, IMAGES_NDIM), read(TEST_LABELS, LABELS_NDIM))
+    def labels(raw):
+        return read_idx(raw_dir / raw.name, LABELS_NDIM)
+
+    train = Split("train", images(TRAIN_IMAGES), labels(TRAIN_LABELS))
+    test = Split("test", images(TEST_IMAGES), labels(TEST_LABELS))
     return train, test
 
 
@@ -39,6 +56,12 @@ def raw_checksums(raw_dir: Path) -> dict[str, dict]:
         md5 = hashlib.md5((raw_dir / raw.name).read_bytes(), usedforsecurity=False).hexdigest()
         checksums[raw.name] = {"md5": md5, "pinned": md5 == raw.md5}
     return checksums
+
+
+def content_checksum(checksums: dict[str, dict]) -> str:
+    """One checksum of the source's content: sha256 over each raw file's name and md5."""
+    listing = "".join(f"{name} {entry['md5']}\n" for name, entry in sorted(checksums.items()))
+    return hashlib.sha256(listing.encode()).hexdigest()
 
 
 def stratified_split(
@@ -59,28 +82,36 @@ def stratified_split(
     return train, validation
 
 
-def prepare(raw_dir: Path, prepared_dir: Path, report_file: Path, params: PrepareParams) -> dict:
-    """Validate, split and write; return the validation report."""
+def prepare(
+    raw_dir: Path, prepared_dir: Path, report_file: Path, params: PrepareParams, data: DataParams
+) -> dict:
+    """Validate, split and write; return the validation report.
+
+    ``data`` says what the images must be: the source (only ``mnist`` so far) and the shape
+    (for MNIST, ``params.yaml`` validation allows only its own, 28x28 grayscale).
+    """
     train, test = load_raw(raw_dir)
-    report = validate(train, test, params)
+    shape = (*data.image_size, data.channels)
+    assert data.source == SOURCE and shape == IMAGE_SHAPE  # parse_params allows nothing else
+    report = validate(train, test, params, shape, len(CLASSES))
     report["raw_files"] = raw_checksums(raw_dir)
     fit_idx, val_idx = stratified_split(train.labels, params.validation_fraction, params.seed)
     report["split"] = {"train": len(fit_idx), "validation": len(val_idx), "seed": params.seed}
-
+    splits = {
+        "train": (train.images[fit_idx], train.labels[fit_idx]),
+        "validation": (train.images[val_idx], train.labels[val_idx]),
+        "test": (test.images, test.labels),
+    }
+    dataset = describe(SOURCE, content_checksum(report["raw_files"]), CLASSES, splits)
     with atomic_path(prepared_dir) as staged:
-        for name, images, labels in (
-            ("train", train.images[fit_idx], train.labels[fit_idx]),
-            ("validation", train.images[val_idx], train.labels[val_idx]),
-            ("test", test.images, test.labels),
-        ):
-            save_arrays(staged / name, {"images": images, "labels": labels})
+        write_prepared(staged, dataset, splits)
     write_json(report_file, report)
     return report
 
 
 def main() -> None:
-    params = load_params().prepare
-    report = prepare(RAW_DIR, PREPARED_DIR, DATA_REPORT, params)
+    config = load_params()
+    report = prepare(RAW_DIR, PREPARED_DIR, DATA_REPORT, config.prepare, config.data)
     split = report["split"]
     print(
         f"prepare: train {split['train']}, validation {split['validation']}, test"

@@ -27,6 +27,24 @@ SIGNATURE = "serving_default"
 INPUT = "images"
 
 
+def signature_input_shape(directory: Path) -> tuple[int | None, ...]:
+    """The ``images`` input's shape as the SavedModel declares it (``None``: any size), read
+    from ``saved_model.pb`` as TensorFlow Serving reads it, without loading the model."""
+    from google.protobuf.message import DecodeError
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    path = directory / "saved_model.pb"
+    try:
+        saved_model = saved_model_pb2.SavedModel.FromString(path.read_bytes())
+    except DecodeError:
+        raise OSError(f"Cannot parse file {path}: not a SavedModel") from None
+    meta_graph = next(
+        graph for graph in saved_model.meta_graphs if SERVING_TAG in graph.meta_info_def.tags
+    )
+    dims = meta_graph.signature_def[SIGNATURE].inputs[INPUT].tensor_shape.dim
+    return tuple(None if dim.size < 0 else dim.size for dim in dims)
+
+
 def run_signature_in_session(
     directory: Path, images: np.ndarray, batch_size: int
 ) -> dict[str, np.ndarray]:

@@ -1,9 +1,10 @@
-"""Stage ``test``: evaluate the trained model on the MNIST test set and give the gate's verdict.
+"""Stage ``test``: evaluate the trained model on the test split and give the gate's verdict.
 
 Writes ``metrics/test.json`` (the experiments table's numbers: accuracy, loss, errors, the
 verdict and the model's size), ``reports/test.json`` (per-class precision/recall/F1 and every
-failed gate), ``plots/confusion.json`` (one ``{actual, predicted}`` row per test image, for DVC's
-confusion template) and ``plots/worst_misclassified.png``.
+failed gate), ``plots/confusion.json`` (one ``{actual, predicted}`` row of class names per test
+image, for DVC's confusion template) and ``plots/worst_misclassified.png``. Classes are named as in
+``data/prepared/dataset.json``.
 
 The gates: accuracy below ``test.min_accuracy``, any class recall below ``test.min_class_recall``,
 or an accuracy more than ``test.max_accuracy_drop`` below ``test.baseline_accuracy``. Like TFX's
@@ -23,7 +24,7 @@ from PIL import Image, ImageDraw, ImageFont
 from stages.artifacts import atomic_path, write_json
 from stages.cli import run_stage
 from stages.config import TestParams, load_params
-from stages.datasets import load_split
+from stages.datasets import load_dataset, load_split
 from stages.keras_io import load_model
 from stages.paths import (
     CONFUSION_PLOT,
@@ -33,16 +34,16 @@ from stages.paths import (
     TRAINED_MODEL,
     WORST_PLOT,
 )
-from stages.task import NUM_CLASSES
 
 PREDICT_BATCH = 1000
+TILE_PIXELS = 84  # a misclassified image's side in the grid, at least (MNIST's 28 x 3)
 # Keras clips probabilities the same way in its cross-entropy.
 EPSILON = 1e-7
 
 
-def confusion_matrix(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
     """``matrix[actual, predicted]`` counts."""
-    matrix = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(matrix, (labels, predicted), 1)
     return matrix
 
@@ -51,21 +52,24 @@ def _ratio(numerator: float, denominator: float) -> float:
     return float(numerator / denominator) if denominator else 0.0
 
 
-def classification_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict:
-    """Accuracy, mean cross-entropy loss and per-class precision, recall, F1 and support."""
+def classification_metrics(
+    labels: np.ndarray, probabilities: np.ndarray, classes: tuple[str, ...]
+) -> dict:
+    """Accuracy, mean cross-entropy loss and per-class precision, recall, F1 and support, the
+    classes by name."""
     predicted = probabilities.argmax(axis=1)
-    matrix = confusion_matrix(labels, predicted)
+    matrix = confusion_matrix(labels, predicted, len(classes))
     true_probability = probabilities[np.arange(len(labels)), labels]
     per_class = {}
-    for digit in range(NUM_CLASSES):
-        hits = matrix[digit, digit]
-        precision = _ratio(hits, matrix[:, digit].sum())
-        recall = _ratio(hits, matrix[digit, :].sum())
-        per_class[str(digit)] = {
+    for index, name in enumerate(classes):
+        hits = matrix[index, index]
+        precision = _ratio(hits, matrix[:, index].sum())
+        recall = _ratio(hits, matrix[index, :].sum())
+        per_class[name] = {
             "precision": round(precision, 6),
             "recall": round(recall, 6),
             "f1": round(_ratio(2 * precision * recall, precision + recall), 6),
-            "support": int(matrix[digit, :].sum()),
+            "support": int(matrix[index, :].sum()),
         }
     return {
         "accuracy": round(float((predicted == labels).mean()), 6),
@@ -83,10 +87,10 @@ def gate_failures(metrics: dict, params: TestParams) -> list[str]:
         failures.append(
             f"accuracy {metrics['accuracy']:.4f} < test.min_accuracy {params.min_accuracy}"
         )
-    for digit, scores in metrics["per_class"].items():
+    for name, scores in metrics["per_class"].items():
         if scores["support"] and scores["recall"] < params.min_class_recall:
             failures.append(
-                f"recall of digit {digit} {scores['recall']:.4f}"
+                f"recall of class {name} {scores['recall']:.4f}"
                 f" < test.min_class_recall {params.min_class_recall}"
             )
     baseline = params.baseline_accuracy
@@ -99,33 +103,50 @@ def gate_failures(metrics: dict, params: TestParams) -> list[str]:
     return failures
 
 
-def confusion_rows(labels: np.ndarray, predicted: np.ndarray) -> list[dict]:
-    return [{"actual": int(a), "predicted": int(p)} for a, p in zip(labels, predicted, strict=True)]
+def confusion_rows(
+    labels: np.ndarray, predicted: np.ndarray, classes: tuple[str, ...]
+) -> list[dict]:
+    return [
+        {"actual": classes[a], "predicted": classes[p]}
+        for a, p in zip(labels, predicted, strict=True)
+    ]
+
+
+def as_picture(image: np.ndarray) -> Image.Image:
+    """A ``[H, W, C]`` uint8 image in its own channels: grayscale for 1, RGB for 3."""
+    return Image.fromarray(image[..., 0]) if image.shape[-1] == 1 else Image.fromarray(image, "RGB")
 
 
 def worst_misclassified_grid(
-    images: np.ndarray, labels: np.ndarray, probabilities: np.ndarray, count: int
+    images: np.ndarray,
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    count: int,
+    classes: tuple[str, ...],
 ) -> Image.Image:
     """The ``count`` most confident wrong predictions, captioned "<true> as <predicted> <conf>"."""
     predicted = probabilities.argmax(axis=1)
     wrong = np.flatnonzero(predicted != labels)
     confidence = probabilities[wrong, predicted[wrong]]
     chosen = wrong[np.argsort(-confidence, kind="stable")][:count]
-    scale, caption, columns = 3, 14, 6
-    tile_w, tile_h = 28 * scale, 28 * scale + caption
+    height, width = images.shape[1:3]
+    scale = max(1, -(-TILE_PIXELS // width))
+    caption, columns = 14, 6
+    tile_w, tile_h = width * scale, height * scale + caption
     rows = max(1, -(-len(chosen) // columns))
-    grid = Image.new("L", (columns * tile_w, rows * tile_h), color=255)
+    mode = "L" if images.shape[-1] == 1 else "RGB"
+    grid = Image.new(mode, (columns * tile_w, rows * tile_h), color="white")
     draw = ImageDraw.Draw(grid)
     font = ImageFont.load_default()
     if not len(chosen):
-        draw.text((4, 4), "no misclassified digits", fill=0, font=font)
+        draw.text((4, 4), "no misclassified images", fill="black", font=font)
     for slot, index in enumerate(chosen):
         x, y = (slot % columns) * tile_w, (slot // columns) * tile_h
-        digit = Image.fromarray(255 - images[index]).resize((tile_w, tile_w), Image.NEAREST)
-        grid.paste(digit, (x, y))
+        tile = as_picture(images[index]).resize((tile_w, height * scale), Image.NEAREST)
+        grid.paste(tile, (x, y))
         guess = predicted[index]
-        label = f"{labels[index]} as {guess} {probabilities[index, guess]:.0%}"
-        draw.text((x + 2, y + tile_w), label, fill=0, font=font)
+        label = f"{classes[labels[index]]} as {classes[guess]} {probabilities[index, guess]:.0%}"
+        draw.text((x + 2, y + height * scale), label, fill="black", font=font)
     return grid
 
 
@@ -139,10 +160,11 @@ def evaluate(
     worst_file: Path = WORST_PLOT,
 ) -> tuple[dict, list[str]]:
     """Evaluate; write metrics, report and plots; return the metrics and the failed gates."""
+    classes = load_dataset(prepared_dir).classes
     images, labels = load_split("test", prepared_dir)
     model = load_model(model_file)
     probabilities = model.predict(images, batch_size=PREDICT_BATCH, verbose=0)
-    details = classification_metrics(labels, probabilities)
+    details = classification_metrics(labels, probabilities, classes)
     failures = gate_failures(details, params)
     metrics = {  # the experiments table's columns, in this order (`dvc exp show`)
         "accuracy": details["accuracy"],
@@ -153,9 +175,11 @@ def evaluate(
     }
     write_json(metrics_file, metrics, sort_keys=False)
     write_json(report_file, {**details, "gate": {"passed": not failures, "failures": failures}})
-    write_json(confusion_file, confusion_rows(labels, probabilities.argmax(axis=1)))
+    write_json(confusion_file, confusion_rows(labels, probabilities.argmax(axis=1), classes))
     with atomic_path(worst_file) as staged:
-        grid = worst_misclassified_grid(images, labels, probabilities, params.worst_examples)
+        grid = worst_misclassified_grid(
+            images, labels, probabilities, params.worst_examples, classes
+        )
         grid.save(staged, format="PNG")
     return metrics, failures
 

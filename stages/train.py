@@ -31,7 +31,7 @@ from stages import devices, runtime
 from stages.artifacts import remove, write_json
 from stages.cli import StageError, run_stage
 from stages.config import TrainParams, load_params
-from stages.datasets import load_split
+from stages.datasets import CONTRACT_FILE, load_dataset, load_split
 from stages.keras_io import load_model, save_model
 from stages.paths import (
     PREPARED_DIR,
@@ -41,12 +41,11 @@ from stages.paths import (
     TRAINED_MODEL,
     UNTRAINED_MODEL,
 )
-from stages.task import NUM_CLASSES
 
 
-def one_hot(labels: tf.Tensor | np.ndarray) -> tf.Tensor:
+def one_hot(labels: tf.Tensor | np.ndarray, num_classes: int) -> tf.Tensor:
     """Class indices as the one-hot rows the loss takes (label smoothing needs whole rows)."""
-    return tf.one_hot(labels, NUM_CLASSES)
+    return tf.one_hot(labels, num_classes)
 
 
 def training_batches(
@@ -56,6 +55,7 @@ def training_batches(
     seed: int,
     first_epoch: int,
     epochs: int,
+    num_classes: int,
 ) -> tf.data.Dataset:
     """Batches for epochs ``first_epoch .. epochs-1``, each epoch in its own seeded order.
 
@@ -73,7 +73,12 @@ def training_batches(
     return (
         tf.data.Dataset.range(first_epoch, epochs)
         .flat_map(epoch_order)
-        .map(lambda batch: (tf.gather(images_t, batch), one_hot(tf.gather(labels_t, batch))))
+        .map(
+            lambda batch: (
+                tf.gather(images_t, batch),
+                one_hot(tf.gather(labels_t, batch), num_classes),
+            )
+        )
         .prefetch(2)
     )
 
@@ -212,9 +217,10 @@ def train(
         strategy = devices.make_strategy(devices.choose_strategy(gpus))
     replicas = strategy.num_replicas_in_sync
     global_batch = params.batch_size * replicas
+    num_classes = load_dataset(prepared_dir).num_classes
     train_x, train_y = load_split("train", prepared_dir)
     val_x, val_y = load_split("validation", prepared_dir)
-    inputs = [untrained_model] + [
+    inputs = [untrained_model, prepared_dir / CONTRACT_FILE] + [
         prepared_dir / split / f"{array}.npy"
         for split in ("train", "validation")
         for array in ("images", "labels")
@@ -240,11 +246,13 @@ def train(
         logger.on_epoch_end(epoch, dict(logs))
 
     model.fit(
-        training_batches(train_x, train_y, global_batch, params.seed, len(history), params.epochs),
+        training_batches(
+            train_x, train_y, global_batch, params.seed, len(history), params.epochs, num_classes
+        ),
         epochs=params.epochs,
         initial_epoch=len(history),
         steps_per_epoch=steps_per_epoch,
-        validation_data=(val_x, one_hot(val_y)),
+        validation_data=(val_x, one_hot(val_y, num_classes)),
         validation_batch_size=global_batch,
         shuffle=False,  # the dataset is already in its seeded per-epoch order
         callbacks=[StopOnNaN(), Checkpoint(state, history), logger, *extra_callbacks],

@@ -13,12 +13,11 @@ import numpy as np
 
 from stages.cli import StageError
 from stages.config import PrepareParams
-from stages.task import IMAGE_SHAPE, NUM_CLASSES
 
 
 @dataclass(frozen=True)
 class Split:
-    """Images ``[N, 28, 28]`` uint8 and labels ``[N]`` uint8 of one part of the dataset."""
+    """Images ``[N, H, W, C]`` uint8 and labels ``[N]`` uint8 of one part of the dataset."""
 
     name: str
     images: np.ndarray
@@ -34,11 +33,13 @@ def _first_indices(mask: np.ndarray, limit: int = 5) -> list[int]:
     return [int(i) for i in np.flatnonzero(mask)[:limit]]
 
 
-def check_split(split: Split, expected_count: int) -> list[str]:
+def check_split(
+    split: Split, expected_count: int, image_shape: tuple[int, ...], num_classes: int
+) -> list[str]:
     """Hard errors of one split: shapes, counts, label range, empty images."""
     errors = []
-    if split.images.shape[1:] != IMAGE_SHAPE:
-        errors.append(f"{split.name} images are {split.images.shape[1:]}, expected {IMAGE_SHAPE}")
+    if split.images.shape[1:] != image_shape:
+        errors.append(f"{split.name} images are {split.images.shape[1:]}, expected {image_shape}")
     if len(split.images) != len(split.labels):
         errors.append(f"{split.name} has {len(split.images)} images but {len(split.labels)} labels")
     if len(split.labels) != expected_count:
@@ -46,14 +47,14 @@ def check_split(split: Split, expected_count: int) -> list[str]:
             f"{split.name} has {len(split.labels)} examples, expected {expected_count}"
             f" (prepare.expected_{split.name}_count)"
         )
-    bad_labels = split.labels >= NUM_CLASSES
+    bad_labels = split.labels >= num_classes
     if bad_labels.any():
         first = _first_indices(bad_labels, 1)[0]
         errors.append(
-            f"{split.name} has {int(bad_labels.sum())} labels outside 0-{NUM_CLASSES - 1}"
+            f"{split.name} has {int(bad_labels.sum())} labels outside 0-{num_classes - 1}"
             f" (first at index {first}: {int(split.labels[first])})"
         )
-    if split.images.ndim == 3 and len(split.images):
+    if split.images.ndim == len(image_shape) + 1 and len(split.images):
         empty = split.images.reshape(len(split.images), -1).max(axis=1) == 0
         if empty.any():
             errors.append(
@@ -63,9 +64,9 @@ def check_split(split: Split, expected_count: int) -> list[str]:
     return errors
 
 
-def class_balance(labels: np.ndarray) -> tuple[list[int], float]:
+def class_balance(labels: np.ndarray, num_classes: int) -> tuple[list[int], float]:
     """Per-class counts and the largest/smallest count ratio (inf when a class is missing)."""
-    counts = np.bincount(labels, minlength=NUM_CLASSES)[:NUM_CLASSES]
+    counts = np.bincount(labels, minlength=num_classes)[:num_classes]
     smallest = int(counts.min())
     ratio = float(counts.max() / smallest) if smallest else float("inf")
     return [int(c) for c in counts], ratio
@@ -76,15 +77,17 @@ def duplicates_within(digests: list[bytes]) -> int:
     return len(digests) - len(set(digests))
 
 
-def validate(train: Split, test: Split, params: PrepareParams) -> dict:
+def validate(
+    train: Split, test: Split, params: PrepareParams, image_shape: tuple[int, ...], num_classes: int
+) -> dict:
     """Run every check; raise StageError naming all hard errors, else return the findings."""
-    errors = check_split(train, params.expected_train_count)
-    errors += check_split(test, params.expected_test_count)
+    errors = check_split(train, params.expected_train_count, image_shape, num_classes)
+    errors += check_split(test, params.expected_test_count, image_shape, num_classes)
     if errors:  # the checks below assume well-formed arrays
         raise StageError("invalid raw data: " + "; ".join(errors))
 
-    train_counts, imbalance = class_balance(train.labels)
-    test_counts, _ = class_balance(test.labels)
+    train_counts, imbalance = class_balance(train.labels, num_classes)
+    test_counts, _ = class_balance(test.labels, num_classes)
     if imbalance > params.max_class_imbalance:
         errors.append(
             f"train class imbalance {imbalance:.3f} (largest/smallest class) exceeds"

@@ -19,6 +19,7 @@ import numpy as np
 
 from stages import runtime  # importing stages sets the CPU recipe before TensorFlow loads
 from stages.config import load_params
+from stages.mnist import MNIST_MODEL_IO
 from stages.model import build_model
 from stages.runtime import FULL
 from stages.train import training_batches
@@ -35,7 +36,7 @@ def outside_the_promise(machine: str) -> str | None:
         return (
             f"this is a {machine} machine: the committed dvc.lock was trained on x86-64, and"
             " TensorFlow's kernels for other architectures round differently (README,"
-            " \"Determinism\"); run `dvc repro` to make this machine's own outputs"
+            ' "Determinism"); run `dvc repro` to make this machine\'s own outputs'
         )
     return None
 
@@ -44,12 +45,12 @@ def probe(steps: int, seed: int = 42) -> tuple[str, float]:
     """Train ``steps`` batches from the same start: the md5 of the weights, and the seconds."""
     params = load_params(REPO_ROOT / "params.yaml")
     runtime.make_deterministic(seed)
-    model = build_model(params.build, FULL)
+    model = build_model(params.build, FULL, *MNIST_MODEL_IO)
     rng = np.random.default_rng(seed)
     count = steps * BATCH
-    images = rng.integers(0, 256, size=(count, 28, 28), dtype=np.uint8)
+    images = rng.integers(0, 256, size=(count, *MNIST_MODEL_IO[0]), dtype=np.uint8)
     labels = rng.integers(0, 10, size=count, dtype=np.uint8)
-    batches = training_batches(images, labels, BATCH, seed, 0, 1)
+    batches = training_batches(images, labels, BATCH, seed, 0, 1, MNIST_MODEL_IO[1])
     started = time.perf_counter()
     model.fit(batches, epochs=1, verbose=0)
     seconds = time.perf_counter() - started

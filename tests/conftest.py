@@ -79,6 +79,7 @@ def trained_workspace(tmp_path_factory: pytest.TempPathFactory, shared_mnist: Pa
     """A small real-MNIST workspace, trained once per session: data/prepared and models/."""
     from stages.config import parse_params
     from stages.keras_io import save_model
+    from stages.mnist import MNIST_MODEL_IO
     from stages.model import build_model
     from stages.train import train
     from testbed.repo import write_params
@@ -89,7 +90,9 @@ def trained_workspace(tmp_path_factory: pytest.TempPathFactory, shared_mnist: Pa
     write_params(workspace, raw)
     params = parse_params(raw)
     write_prepared_subset(workspace / "data/prepared", train=3000, validation=500, test=1000)
-    save_model(build_model(params.build, "float32"), workspace / "models/untrained.keras")
+    save_model(
+        build_model(params.build, "float32", *MNIST_MODEL_IO), workspace / "models/untrained.keras"
+    )
     train(
         params.train,
         untrained_model=workspace / "models/untrained.keras",

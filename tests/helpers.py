@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from stages.artifacts import save_arrays
+from stages.datasets import describe, write_prepared
+from stages.mnist import CLASSES, SOURCE
 from testbed.repo import REPO_ROOT
 
 SHARED_MNIST = REPO_ROOT.parent / "shared" / "datasets" / "mnist"
@@ -43,6 +44,8 @@ def write_raw_dir(
     """A data/raw folder holding the four IDX files, as the fetch stage leaves it."""
     directory.mkdir(parents=True, exist_ok=True)
     for prefix, (images, labels) in (("train", train), ("t10k", test)):
+        if images.ndim == 4:  # [N, 28, 28, 1], as prepare writes them: IDX holds [N, 28, 28]
+            images = images[..., 0]
         (directory / f"{prefix}-images-idx3-ubyte").write_bytes(idx_bytes(images))
         (directory / f"{prefix}-labels-idx1-ubyte").write_bytes(idx_bytes(labels))
     return directory
@@ -62,13 +65,13 @@ def write_prepared_subset(directory: Path, train: int, validation: int, test: in
     labels = read_shared_mnist("train-labels-idx1-ubyte")
     test_images = read_shared_mnist("t10k-images-idx3-ubyte")
     test_labels = read_shared_mnist("t10k-labels-idx1-ubyte")
+    images, test_images = images[..., np.newaxis], test_images[..., np.newaxis]
     parts = {
         "train": (images[:train], labels[:train]),
         "validation": (images[train : train + validation], labels[train : train + validation]),
         "test": (test_images[:test], test_labels[:test]),
     }
-    for name, (x, y) in parts.items():
-        save_arrays(directory / name, {"images": x, "labels": y})
+    write_prepared(directory, describe(SOURCE, "a subset", CLASSES, parts), parts)
     return directory
 
 

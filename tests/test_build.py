@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 
 from stages.config import BuildParams
+from stages.datasets import describe, write_prepared
 from stages.keras_io import FIXED_SAVE_DATE, load_model, renumber_shared_objects, save_model
+from stages.mnist import MNIST_MODEL_IO
 from stages.model import build_model
 from stages.runtime import FULL, MIXED, precision_policy
 from testbed.repo import write_params
-from tests.helpers import fast_params, run_module
+from tests.helpers import fast_params, run_module, write_prepared_subset
 
 
 def _params(**changes) -> BuildParams:
@@ -34,11 +36,15 @@ def test_precision_policy(setting: str, gpu: bool, policy: str) -> None:
 def test_parameter_count_follows_params() -> None:
     padded = _params(conv_filters=[8, 16], kernel_size=3, padding="same", dense_units=0)
     # conv 3x3x1x8+8; 2x2 pool; conv 3x3x8x16+16; dense over 14*14*16 features to 10 classes
-    assert build_model(padded, FULL).count_params() == 80 + 1168 + (14 * 14 * 16 * 10 + 10)
+    assert build_model(padded, FULL, *MNIST_MODEL_IO).count_params() == 80 + 1168 + (
+        14 * 14 * 16 * 10 + 10
+    )
     # unpadded: 28 -> 26, pool 13, -> 11: the dense layer sees 11*11*16 features
-    unpadded = build_model(padded.model_copy(update={"padding": "valid"}), FULL)
+    unpadded = build_model(padded.model_copy(update={"padding": "valid"}), FULL, *MNIST_MODEL_IO)
     assert unpadded.count_params() == 80 + 1168 + (11 * 11 * 16 * 10 + 10)
-    wider = build_model(_params(conv_filters=[8, 16], dense_units=32, batch_norm=True), FULL)
+    wider = build_model(
+        _params(conv_filters=[8, 16], dense_units=32, batch_norm=True), FULL, *MNIST_MODEL_IO
+    )
     kinds = [type(layer).__name__ for layer in wider.layers]
     assert kinds.count("BatchNormalization") == 2
     assert kinds.count("Dense") == 2
@@ -46,14 +52,14 @@ def test_parameter_count_follows_params() -> None:
 
 
 def test_compiled_with_the_chosen_optimizer() -> None:
-    model = build_model(_params(optimizer="sgd", learning_rate=0.05), FULL)
+    model = build_model(_params(optimizer="sgd", learning_rate=0.05), FULL, *MNIST_MODEL_IO)
     assert isinstance(model.optimizer, keras.optimizers.SGD)
     assert float(model.optimizer.learning_rate) == pytest.approx(0.05)
 
 
 def test_mixed_precision_path_runs_on_cpu() -> None:
     """The GPU's float16 path, exercised here: float16 layers, float32 output, loss scaling."""
-    model = build_model(_params(), MIXED)
+    model = build_model(_params(), MIXED, *MNIST_MODEL_IO)
     conv = next(layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
     assert conv.compute_dtype == "float16"
     assert conv.variable_dtype == "float32"
@@ -71,7 +77,7 @@ def test_saved_model_says_no_xla_wherever_it_was_built(
     and saved; a model built here says False, and is loaded so, whatever machine built it."""
     monkeypatch.setattr(keras.Model, "_resolve_auto_jit_compile", lambda self: True)  # a GPU's
     path = tmp_path / "model.keras"
-    save_model(build_model(_params(), FULL), path)
+    save_model(build_model(_params(), FULL, *MNIST_MODEL_IO), path)
     with zipfile.ZipFile(path) as archive:
         assert json.loads(archive.read("config.json"))["compile_config"]["jit_compile"] is False
     assert load_model(path).jit_compile is False
@@ -81,7 +87,7 @@ def test_mixed_precision_model_loads_with_its_loss_scaling(tmp_path: Path) -> No
     """Loaded under the policy it was built under: float16 layers, the LossScaleOptimizer that
     float16 gradients need, and the saved optimizer state loaded (Keras warns if it is not)."""
     path = tmp_path / "mixed.keras"
-    save_model(build_model(_params(), MIXED), path)
+    save_model(build_model(_params(), MIXED, *MNIST_MODEL_IO), path)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         model = load_model(path)
@@ -106,20 +112,21 @@ def test_renumber_shared_objects() -> None:
 
 def test_saved_model_bytes_are_stable(tmp_path: Path) -> None:
     first, second = tmp_path / "a.keras", tmp_path / "b.keras"
-    save_model(build_model(_params(), FULL), first)
-    save_model(build_model(_params(), FULL), second)
+    save_model(build_model(_params(), FULL, *MNIST_MODEL_IO), first)
+    save_model(build_model(_params(), FULL, *MNIST_MODEL_IO), second)
     assert first.read_bytes() == second.read_bytes()
     with zipfile.ZipFile(first) as archive:
         assert {info.date_time for info in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
         assert json.loads(archive.read("metadata.json"))["date_saved"] == FIXED_SAVE_DATE
     reloaded = load_model(first)
-    original = build_model(_params(), FULL)
+    original = build_model(_params(), FULL, *MNIST_MODEL_IO)
     for mine, theirs in zip(reloaded.get_weights(), original.get_weights(), strict=True):
         np.testing.assert_array_equal(mine, theirs)
 
 
 def test_build_stage_is_reproducible_across_processes(tmp_path: Path) -> None:
     write_params(tmp_path, fast_params())
+    write_prepared_subset(tmp_path / "data/prepared", train=10, validation=10, test=10)
     outputs = ["models/untrained.keras", "models/summary.txt"]
     digests = []
     for _ in range(2):
@@ -130,3 +137,16 @@ def test_build_stage_is_reproducible_across_processes(tmp_path: Path) -> None:
     summary = (tmp_path / "models/summary.txt").read_text()
     assert summary.endswith(f"Dtype policy: {FULL}\n")
     assert "Trainable params: 20,618" in summary and "Param #" in summary
+
+
+def test_the_stage_builds_for_the_prepared_datasets_shape_and_classes(tmp_path: Path) -> None:
+    """The input shape and class count come from data/prepared/dataset.json, not constants."""
+    write_params(tmp_path, fast_params())
+    images = np.zeros((3, 32, 40, 3), np.uint8)
+    splits = {"train": (images, np.array([0, 1, 2], np.uint8))}
+    dataset = describe("a-folder", "sum", ("cat", "dog", "owl"), splits)
+    write_prepared(tmp_path / "data/prepared", dataset, splits)
+    result = run_module("build", tmp_path)
+    assert result.returncode == 0, result.stderr
+    model = load_model(tmp_path / "models/untrained.keras")
+    assert model.input_shape == (None, 32, 40, 3) and model.output_shape == (None, 3)

@@ -311,31 +311,41 @@ def test_9_a_pull_request_gets_one_report_comment_with_its_diffs_against_main(
     assert GITHUB_TOKEN not in run.output
 
 
-def test_10_a_tampered_model_in_the_remote_is_never_checked_out_its_stage_reruns(
+def test_10_a_tampered_model_in_the_remote_stops_the_job_before_anything_trains(
     first_run, workflows: Workflows, bed: Bed
 ) -> None:
-    """With ``verify = true`` DVC re-hashes what a CI repro downloads: the model main pushed,
-    overwritten in the bucket, is dropped and its stage re-run (DVC says nothing about it; on a
-    GPU that costs the training). The tampered bytes reach neither the workspace nor the
-    package. Without ``verify`` the run-cache would restore them and skip training."""
+    """main pushed a model; someone overwrites its object in the bucket. With ``verify = true``
+    DVC drops the download, and plain ``dvc repro --pull`` would silently retrain (on a GPU,
+    hours); the job's repro stops at once, naming the output. Nothing tampered is checked out,
+    nothing trains, nothing is pushed or packaged."""
     run, _, _ = first_run
     locked = yaml.safe_load((run.checkout / "dvc.lock").read_text())
     outs = {o["path"]: o["md5"] for o in locked["stages"]["train"]["outs"]}
-    key = dvc_object_key(outs["models/model.keras"], "dvc")
+    md5 = outs["models/model.keras"]
+    key = dvc_object_key(md5, "dvc")
     writer = role_client(bed.s3.endpoint, bed.issuer.mint(), PUSH_ROLE, "tamper")
     original = writer.get_object(Bucket=BUCKET, Key=key)["Body"].read()
     writer.put_object(Bucket=BUCKET, Key=key, Body=b"a model someone swapped in")
+    before = workflows.listing()
     try:
         commit = run.env["CIRCLE_SHA1"]  # main before any later scenario changed it
-        tampered = workflows.run("repro", "feature/tampered", commit, workflows.workspace())
+        workspace = workflows.workspace()
+        tampered = workflows.run("repro", "feature/tampered", commit, workspace)
+        after = workflows.listing()
     finally:
         writer.put_object(Bucket=BUCKET, Key=key, Body=original)
-    assert tampered.returncode == 0, tampered.output[-3000:]
-    assert tampered.stages_ran() == ["train"]
-    model = (tampered.checkout / "models/model.keras").read_bytes()
-    assert model == original  # retrained, bit for bit (the CPU recipe), not the swapped bytes
-    relocked = yaml.safe_load((tampered.checkout / "dvc.lock").read_text())
-    assert relocked["stages"]["package"] == locked["stages"]["package"]
+    failed = next(step for step in tampered.steps if step.returncode)
+    assert failed.name == REPRO and failed.returncode == 1
+    assert failed.output.strip().splitlines()[-1] == (
+        "remote: repro stopped: models/model.keras: the remote's copy does not hash to what the"
+        f" run-cache records (md5 {md5}): someone changed it in the bucket; nothing was trained"
+        " or packaged from it; restore the object from a trusted copy (bucket versioning, or a"
+        " push from main's CI), then re-run"
+    )
+    assert tampered.stages_ran() == []
+    assert not (tampered.checkout / "models/model.keras").exists()
+    assert not (workspace / "dist").exists() and not any(s.name == PUSH for s in tampered.steps)
+    assert after == before
 
 
 def test_6_failed_gate_fails_the_job_pushes_nothing_releases_nothing(

@@ -63,7 +63,8 @@ def test_conv_blocks_must_leave_pixels() -> None:
         parse_params(raw)
     assert str(error.value) == (
         "invalid params.yaml: build: 3 conv blocks of kernel 5 with padding 'valid' leave no"
-        " pixels of a 28-pixel image; use fewer blocks, a smaller kernel_size or padding 'same'"
+        " pixels of a 28x28 image (data.image_size); use fewer blocks, a smaller kernel_size or"
+        " padding 'same'"
     )
     raw["build"]["conv_filters"] = [8, 16]  # 28 -> 24, pool 12 -> 8: fits
     assert parse_params(raw).build.conv_filters == [8, 16]

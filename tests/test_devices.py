@@ -13,6 +13,7 @@ from stages import CPU_RECIPE, devices
 from stages.config import BuildParams, parse_params
 from stages.devices import DEFAULT, MIRRORED, StrategyChoice, choose_strategy
 from stages.keras_io import load_model, save_model
+from stages.mnist import MNIST_MODEL_IO
 from stages.model import build_model
 from stages.runtime import FULL, MIXED
 from tests.helpers import fast_params
@@ -58,7 +59,7 @@ def test_gpu_names_come_from_the_device_details(monkeypatch: pytest.MonkeyPatch)
 
 def test_record_of_two_gpus_in_mixed_precision(tmp_path: Path) -> None:
     """The policy recorded is the one of the model as train loads it from the build stage."""
-    save_model(build_model(_build_params(), MIXED), tmp_path / "untrained.keras")
+    save_model(build_model(_build_params(), MIXED, *MNIST_MODEL_IO), tmp_path / "untrained.keras")
     model = load_model(tmp_path / "untrained.keras")
     strategy = devices.make_strategy(StrategyChoice(MIRRORED, ("/cpu:0",)))
     record = devices.environment_record(["NVIDIA H200", "NVIDIA H200"], strategy, model)
@@ -83,7 +84,7 @@ def test_record_of_two_gpus_in_mixed_precision(tmp_path: Path) -> None:
 
 def test_record_on_a_cpu_names_no_machine() -> None:
     """Every CPU machine writes the same record: no CPU model, host name or time in it."""
-    model = build_model(_build_params(), FULL)
+    model = build_model(_build_params(), FULL, *MNIST_MODEL_IO)
     record = devices.environment_record([], tf.distribute.get_strategy(), model)
     assert {key: record[key] for key in ("device", "gpus", "precision_policy", "strategy")} == {
         "device": "CPU",

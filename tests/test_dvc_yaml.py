@@ -12,7 +12,7 @@ from stages import paths
 from testbed.repo import REPO_ROOT
 
 PIPELINE = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
-SECTIONS = ["prepare", "build", "train", "test", "package"]
+SECTIONS = ["data", "prepare", "build", "train", "test", "package"]
 
 
 def _stage_imports(module: str) -> set[str]:
@@ -40,9 +40,12 @@ def _closure(module: str) -> set[str]:
 
 def _sections_read(module: str) -> list[str]:
     source = (REPO_ROOT / "stages" / f"{module}.py").read_text()
-    if re.search(r"load_params\(\)(?!\.)", source):
-        return SECTIONS  # the whole params object is used
-    return sorted(set(re.findall(r"load_params\(\)\.(\w+)", source)))
+    sections = set(re.findall(r"load_params\(\)\.(\w+)", source))
+    for name in re.findall(r"(\w+) = load_params\(\)$", source, re.M):  # then name.<section>
+        sections |= set(re.findall(rf"\b{name}\.(\w+)", source))
+    if re.search(r"load_params\(\)(?![.\n])", source):
+        return SECTIONS  # the whole params object is passed on
+    return sorted(sections)
 
 
 def _module(stage: dict) -> str:

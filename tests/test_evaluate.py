@@ -19,6 +19,8 @@ from stages.test import (
 from testbed.repo import write_params
 from tests.helpers import fast_params, run_module
 
+CLASSES = tuple(str(digit) for digit in range(10))
+
 LABELS = np.array([0, 0, 1, 1, 2])
 PROBABILITIES = np.array(
     [
@@ -36,7 +38,7 @@ def _params(**changes) -> TestParams:
 
 
 def test_classification_metrics_by_hand() -> None:
-    metrics = classification_metrics(LABELS, PROBABILITIES)
+    metrics = classification_metrics(LABELS, PROBABILITIES, CLASSES)
     assert metrics["accuracy"] == 0.8
     assert metrics["errors"] == 1
     expected_loss = -np.mean(np.log([0.9, 0.3, 0.8, 1.0, 0.6]))
@@ -58,14 +60,14 @@ def test_classification_metrics_by_hand() -> None:
 
 
 def test_gates_name_metric_value_and_threshold() -> None:
-    metrics = classification_metrics(LABELS, PROBABILITIES)
+    metrics = classification_metrics(LABELS, PROBABILITIES, CLASSES)
     assert gate_failures(metrics, _params(min_accuracy=0.8, min_class_recall=0.5)) == []
     failures = gate_failures(
         metrics, _params(min_accuracy=0.9, min_class_recall=0.6, baseline_accuracy=0.85)
     )
     assert failures == [
         "accuracy 0.8000 < test.min_accuracy 0.9",
-        "recall of digit 0 0.5000 < test.min_class_recall 0.6",
+        "recall of class 0 0.5000 < test.min_class_recall 0.6",
         "accuracy 0.8000 is 0.0500 below test.baseline_accuracy 0.85,"
         " more than test.max_accuracy_drop 0.002",
     ]
@@ -74,19 +76,20 @@ def test_gates_name_metric_value_and_threshold() -> None:
 
 
 def test_worst_grid_shows_most_confident_errors_first() -> None:
-    images = np.zeros((5, 28, 28), np.uint8)
+    images = np.zeros((5, 28, 28, 1), np.uint8)
     for index in range(5):
         images[index, index, :] = 255  # each image marked by a white row at its index
     probabilities = np.tile(np.eye(10)[[0]], (5, 1)).astype(np.float32)
     probabilities[[1, 3]] = np.eye(10)[1] * 0.7 + np.eye(10)[0] * 0.3
     probabilities[3] = np.eye(10)[1] * 0.9 + np.eye(10)[0] * 0.1
     labels = np.zeros(5, np.int64)
-    grid = worst_misclassified_grid(images, labels, probabilities, count=10)
+    grid = worst_misclassified_grid(images, labels, probabilities, 10, CLASSES)
     assert grid.size == (6 * 84, 84 + 14)  # two errors fit one row of six 84-pixel tiles
     pixels = np.asarray(grid)
-    assert pixels[3 * 3, 5] == 0  # first tile: image 3 (90% sure), its row 3 drawn dark
-    assert pixels[1 * 3, 84 + 5] == 0  # second tile: image 1 (70% sure)
-    empty = worst_misclassified_grid(images, labels, np.tile(np.eye(10)[[0]], (5, 1)), count=10)
+    # shown as they are (white row on black): first tile image 3 (90% sure), then image 1 (70%)
+    assert pixels[3 * 3, 5] == 255 and pixels[1 * 3, 5] == 0
+    assert pixels[1 * 3, 84 + 5] == 255 and pixels[3 * 3, 84 + 5] == 0
+    empty = worst_misclassified_grid(images, labels, np.tile(np.eye(10)[[0]], (5, 1)), 10, CLASSES)
     assert empty.size == (6 * 84, 84 + 14)
 
 
@@ -116,7 +119,7 @@ def test_stage_passes_and_writes_everything(tmp_path: Path, trained_workspace: P
     rows = json.loads((directory / "plots/confusion.json").read_text())
     assert len(rows) == 1000
     labels = np.load(directory / "data/prepared/test/labels.npy")
-    assert [row["actual"] for row in rows] == labels.tolist()
+    assert [row["actual"] for row in rows] == [str(label) for label in labels]
     correct = sum(row["actual"] == row["predicted"] for row in rows)
     assert correct / 1000 == pytest.approx(metrics["accuracy"])
     with Image.open(directory / "plots/worst_misclassified.png") as grid:

@@ -21,9 +21,9 @@ from stages.cli import StageError
 from stages.config import parse_params
 from stages.datasets import load_split
 from stages.keras_io import load_model
-from stages.predict import load_digit
+from stages.mnist import CLASSES as MNIST_CLASSES
+from stages.predict import load_image, trained_on
 from stages.session_loader import run_signature_in_session
-from stages.task import IMAGE_SHAPE
 from testbed.repo import REPO_ROOT, write_params
 from tests.helpers import error_line, fast_params, read_shared_mnist, run_module
 
@@ -57,16 +57,19 @@ def test_tf_serving_layout(packaged: Path) -> None:
 def test_serving_signature_takes_raw_uint8_images(packaged: Path) -> None:
     signature = tf.saved_model.load(str(packaged / "dist/mnist/1")).signatures["serving_default"]
     (spec,) = signature.structured_input_signature[1].values()
-    assert spec.dtype == tf.uint8 and spec.shape.as_list() == [None, 28, 28]
+    assert spec.dtype == tf.uint8 and spec.shape.as_list() == [None, 28, 28, 1]
     outputs = signature.structured_outputs
     assert outputs["probabilities"].dtype == tf.float32
     assert outputs["probabilities"].shape.as_list() == [None, 10]
-    assert outputs["digit"].dtype == tf.int32
+    assert outputs["class_index"].dtype == tf.int32
+    assert outputs["class_name"].dtype == tf.string
 
     images = np.load(packaged / "data/prepared/test/images.npy")[:200]
     served = signature(images=tf.constant(images))
     expected = load_model(packaged / "models/model.keras").predict(images, verbose=0)
-    np.testing.assert_array_equal(served["digit"].numpy(), expected.argmax(axis=1))
+    np.testing.assert_array_equal(served["class_index"].numpy(), expected.argmax(axis=1))
+    names = [name.decode() for name in served["class_name"].numpy()]
+    assert names == [str(index) for index in expected.argmax(axis=1)]  # MNIST's class names
     np.testing.assert_allclose(served["probabilities"].numpy(), expected, atol=1e-5)
 
 
@@ -78,12 +81,12 @@ def test_export_predicts_in_batches_with_the_same_result(
     whole = stages.package.predict_with_export(packaged / "dist/mnist/1", images)
     monkeypatch.setattr(stages.package, "PREDICT_BATCH", 100)  # 100, 100, 50
     batched = stages.package.predict_with_export(packaged / "dist/mnist/1", images)
-    np.testing.assert_array_equal(batched["digit"], whole["digit"])
+    np.testing.assert_array_equal(batched["class_name"], whole["class_name"])
     np.testing.assert_allclose(batched["probabilities"], whole["probabilities"], atol=1e-6)
     assert batched["probabilities"].shape == (250, 10)
 
 
-def saved_model_cli_digits(export: Path, images: np.ndarray, directory: Path) -> np.ndarray:
+def saved_model_cli_classes(export: Path, images: np.ndarray, directory: Path) -> np.ndarray:
     """TensorFlow's own ``saved_model_cli run``: a TF1 session, as TensorFlow Serving loads."""
     directory.mkdir()
     np.save(directory / "images.npy", images)
@@ -92,7 +95,10 @@ def saved_model_cli_digits(export: Path, images: np.ndarray, directory: Path) ->
     command += ["--inputs", f"images={directory / 'images.npy'}", "--outdir", str(directory)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    return np.load(directory / "digit.npy")
+    names = np.load(directory / "class_name.npy", allow_pickle=True)  # strings: an object array
+    indices = np.load(directory / "class_index.npy")
+    assert [name.decode() for name in names] == [str(index) for index in indices]
+    return indices
 
 
 def test_saved_model_cli_serves_the_export_and_names_the_real_digits(
@@ -100,16 +106,18 @@ def test_saved_model_cli_serves_the_export_and_names_the_real_digits(
 ) -> None:
     """The package must load where TensorFlow Serving loads it, not only in Python's TF2."""
     images, labels = load_split("test", trained_workspace / "data/prepared")  # 1,000 real digits
-    digits = saved_model_cli_digits(packaged / "dist/mnist/1", images, tmp_path / "trained")
+    digits = saved_model_cli_classes(packaged / "dist/mnist/1", images, tmp_path / "trained")
     expected = load_model(packaged / "models/model.keras").predict(images, verbose=0)
     np.testing.assert_array_equal(digits, expected.argmax(axis=1))
     assert (digits == labels).mean() >= 0.75  # the small test model (3,000 images) gets 0.84
 
     # the threshold means something: the same export of the untrained model is near chance
     stages.package.export_savedmodel(
-        load_model(trained_workspace / "models/untrained.keras"), tmp_path / "untrained_export"
+        load_model(trained_workspace / "models/untrained.keras"),
+        tmp_path / "untrained_export",
+        MNIST_CLASSES,
     )
-    untrained = saved_model_cli_digits(tmp_path / "untrained_export", images, tmp_path / "u")
+    untrained = saved_model_cli_classes(tmp_path / "untrained_export", images, tmp_path / "u")
     assert (untrained == labels).mean() < 0.3
 
 
@@ -119,8 +127,9 @@ def test_session_loader_gives_the_tf2_loaders_results_in_any_batch_size(packaged
     reference = stages.package.predict_with_export(export, images)
     for batch_size in (1, 4, 10):  # 4: the last batch is partial
         served = run_signature_in_session(export, images, batch_size)
-        assert served["probabilities"].shape == (10, 10) and served["digit"].dtype == np.int32
-        np.testing.assert_array_equal(served["digit"], reference["digit"])
+        assert served["probabilities"].shape == (10, 10) and served["class_index"].dtype == np.int32
+        np.testing.assert_array_equal(served["class_index"], reference["class_index"])
+        np.testing.assert_array_equal(served["class_name"], reference["class_name"])
         np.testing.assert_allclose(served["probabilities"], reference["probabilities"], atol=1e-5)
 
 
@@ -158,6 +167,13 @@ def test_model_card(packaged: Path, shared_mnist: Path) -> None:
     assert "| `tf.compat.v1.saved_model.loader.load` | 8 | 1 |" in markdown
     assert f"Accuracy **{metrics['accuracy']:.4f}**" in markdown
     assert "| 9 |" in markdown
+    dataset = json.loads((packaged / "data/prepared/dataset.json").read_text())
+    assert card["dataset"] == dataset  # classes, source, content checksum, counts
+    assert card["dataset"]["classes"] == [str(digit) for digit in range(10)]
+    assert f"Source `mnist` (content checksum `{dataset['checksum']}`)" in markdown
+    assert (
+        card["signature"]["outputs"]["class_name"] == "string [N], the most probable class's name"
+    )
 
 
 def test_model_card_says_where_the_model_was_trained(packaged: Path) -> None:
@@ -215,8 +231,8 @@ def test_two_exports_in_one_process_differ_only_in_trace_numbers(
     TensorFlow's process-wide trace counter (``__inference_serve_<n>``); weights and the
     fingerprint's regularized hashes (which ignore those names) must be equal."""
     model = load_model(packaged / "models/model.keras")
-    stages.package.export_savedmodel(model, tmp_path / "first")
-    stages.package.export_savedmodel(model, tmp_path / "second")
+    stages.package.export_savedmodel(model, tmp_path / "first", MNIST_CLASSES)
+    stages.package.export_savedmodel(model, tmp_path / "second", MNIST_CLASSES)
     first, second = files_under(tmp_path / "first"), files_under(tmp_path / "second")
     assert differing(first, second) == ["fingerprint.pb", "saved_model.pb"]
     singleprints = [
@@ -245,32 +261,37 @@ def test_a_disagreeing_export_is_refused_and_not_written(
 ) -> None:
     real_export = stages.package.export_savedmodel
 
-    def export_perturbed(model, directory):
-        shift = np.eye(10, dtype=np.float32)[3] * 5.0  # favour digit 3: a different model...
+    def export_perturbed(model, directory, classes):
+        shift = np.eye(10, dtype=np.float32)[3] * 5.0  # favour class 3: a different model...
         model.layers[-1].bias.assign(model.layers[-1].bias + shift)
-        real_export(model, directory)
+        real_export(model, directory, classes)
         model.layers[-1].bias.assign(model.layers[-1].bias - shift)  # ...than the one verified
 
     monkeypatch.setattr(stages.package, "export_savedmodel", export_perturbed)
     with pytest.raises(
         StageError,
         match=r"^exported model disagrees with the trained model when loaded by"
-        r" tf\.saved_model\.load \(batches of 1000\): \d+ different digits",
+        r" tf\.saved_model\.load \(batches of 1000\): \d+ different classes",
     ):
         package_into(tmp_path / "dist", packaged)
     assert list((tmp_path / "dist/mnist").iterdir()) == []
 
 
-def export_keras_wrappers(model, directory: Path) -> None:
+def export_keras_wrappers(model, directory: Path, classes: tuple[str, ...]) -> None:
     """The export as it was: a ``tf.Module`` tracking the ``keras.Variable`` wrappers. It
     passes ``tf.saved_model.load``, but its saver restores copies the signature never reads."""
 
     def serve(images):
         probabilities = model(images, training=False)
-        return {"probabilities": probabilities, "digit": tf.argmax(probabilities, -1, tf.int32)}
+        index = tf.argmax(probabilities, -1, tf.int32)
+        return {
+            "probabilities": probabilities,
+            "class_index": index,
+            "class_name": tf.gather(tf.constant(classes), index),
+        }
 
     signature = tf.function(
-        serve, input_signature=[tf.TensorSpec([None, *IMAGE_SHAPE], tf.uint8, "images")]
+        serve, input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.uint8, "images")]
     ).get_concrete_function()
     root = tf.Module()
     root.model_weights = list(model.weights)
@@ -304,7 +325,7 @@ def test_a_session_loader_disagreement_is_refused_and_not_written(
     def served_wrong_at(directory: Path, images: np.ndarray, size: int) -> dict:
         outputs = run_signature_in_session(directory, images, size)
         if size == batch_size:
-            outputs["digit"] = (outputs["digit"] + 1) % 10
+            outputs["class_index"] = (outputs["class_index"] + 1) % 10
         return outputs
 
     monkeypatch.setattr(stages.package, "run_signature_in_session", served_wrong_at)
@@ -313,7 +334,7 @@ def test_a_session_loader_disagreement_is_refused_and_not_written(
     assert re.fullmatch(
         r"exported model disagrees with the trained model when loaded by"
         rf" tf\.compat\.v1\.saved_model\.loader\.load \(batches of {batch_size}\): {differing}"
-        r" different digits, probabilities differ by up to \d\.\d\de[+-]\d\d \(tolerance"
+        r" different classes, probabilities differ by up to \d\.\d\de[+-]\d\d \(tolerance"
         r" 1e-05\); the export was not written",
         str(raised.value),
     ), str(raised.value)
@@ -336,15 +357,20 @@ def test_a_model_that_failed_the_gate_is_not_packaged(tmp_path: Path, packaged: 
     assert not (directory / "dist").exists()
 
 
-def test_load_digit_normalises_png_files(tmp_path: Path, packaged: Path) -> None:
+def test_load_image_brings_files_to_the_training_images_form(
+    tmp_path: Path, packaged: Path
+) -> None:
+    """Grayscale, the dataset's size, and dark-bordered like MNIST (a digit on paper inverted)."""
+    dataset = trained_on(packaged / "dist/mnist/1")
+    assert dataset["background"] == "dark" and dataset["channels"] == 1
     digit = np.load(packaged / "data/prepared/test/images.npy")[0]
-    Image.fromarray(digit).save(tmp_path / "mnist_style.png")
-    Image.fromarray(255 - digit).save(tmp_path / "on_paper.png")
-    np.testing.assert_array_equal(load_digit(tmp_path / "mnist_style.png"), digit)
-    np.testing.assert_array_equal(load_digit(tmp_path / "on_paper.png"), digit)
-    large = Image.fromarray(digit).resize((112, 112), Image.NEAREST).convert("RGB")
+    Image.fromarray(digit[..., 0]).save(tmp_path / "mnist_style.png")
+    Image.fromarray(255 - digit[..., 0]).save(tmp_path / "on_paper.png")
+    np.testing.assert_array_equal(load_image(tmp_path / "mnist_style.png", dataset), digit)
+    np.testing.assert_array_equal(load_image(tmp_path / "on_paper.png", dataset), digit)
+    large = Image.fromarray(digit[..., 0]).resize((112, 112), Image.NEAREST).convert("RGB")
     large.save(tmp_path / "large.png")
-    assert np.abs(load_digit(tmp_path / "large.png").astype(int) - digit).mean() < 10
+    assert np.abs(load_image(tmp_path / "large.png", dataset).astype(int) - digit).mean() < 10
 
 
 def _digit_files(directory: Path, count: int) -> tuple[list[Path], list[int]]:
@@ -371,7 +397,7 @@ def test_predict_command_names_the_real_digits(tmp_path: Path, packaged: Path) -
     predictions = _predictions(result.stdout)
     assert [path for path, _, _ in predictions] == [str(path) for path in paths]
     # What the trained Keras model itself says of the same pixels: the package changes nothing.
-    images = read_shared_mnist("t10k-images-idx3-ubyte")[:20]
+    images = read_shared_mnist("t10k-images-idx3-ubyte")[:20, ..., np.newaxis]
     expected = load_model(packaged / "models/model.keras").predict(images, verbose=0)
     assert [digit for _, digit, _ in predictions] == expected.argmax(axis=1).tolist()
     confidences = [confidence for _, _, confidence in predictions]

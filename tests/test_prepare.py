@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -11,7 +12,8 @@ import numpy as np
 import pytest
 
 from stages.cli import StageError
-from stages.config import PrepareParams
+from stages.config import DataParams, PrepareParams
+from stages.datasets import describe
 from stages.idx import read_idx
 from stages.prepare import prepare, stratified_split
 from stages.validate import Split, validate
@@ -37,7 +39,15 @@ def _params(**changes) -> PrepareParams:
 def _splits() -> tuple[Split, Split]:
     train_x, train_y = synthetic_digits(TRAIN_COUNT, seed=1)
     test_x, test_y = synthetic_digits(TEST_COUNT, seed=2)
-    return Split("train", train_x, train_y), Split("test", test_x, test_y)
+    return Split("train", train_x[..., None], train_y), Split("test", test_x[..., None], test_y)
+
+
+def _data() -> DataParams:
+    return DataParams(**default_params()["data"])
+
+
+def _validate(train: Split, test: Split, params: PrepareParams) -> dict:
+    return validate(train, test, params, (28, 28, 1), 10)
 
 
 # --- IDX -------------------------------------------------------------------------------------
@@ -81,7 +91,7 @@ def test_read_idx_rejects_bad_files(tmp_path: Path, content: bytes, message: str
 
 def test_report_of_clean_data() -> None:
     train, test = _splits()
-    report = validate(train, test, _params())
+    report = _validate(train, test, _params())
     assert report["train"]["count"] == TRAIN_COUNT
     assert report["train"]["class_counts"] == [20] * 10
     assert report["train"]["class_imbalance"] == 1.0
@@ -95,7 +105,7 @@ def test_soft_findings_are_reported_not_fatal() -> None:
     train, test = _splits()
     train.images[7] = train.images[3]  # a duplicate within train
     test.images[4] = train.images[10]  # a leaked test image, tolerated by the params below
-    report = validate(train, test, _params(max_train_test_duplicates=1))
+    report = _validate(train, test, _params(max_train_test_duplicates=1))
     assert report["train"]["duplicate_images"] == 1
     assert report["train_test_duplicates"] == 1
 
@@ -106,7 +116,7 @@ def test_hard_errors_are_all_named() -> None:
     train.images[5] = 0
     test_short = Split("test", test.images[:-1], test.labels[:-1])
     with pytest.raises(StageError) as error:
-        validate(train, test_short, _params())
+        _validate(train, test_short, _params())
     message = str(error.value)
     assert "train has 1 labels outside 0-9 (first at index 17: 10)" in message
     assert "train has 1 empty (all-zero) images, at indices [5]" in message
@@ -118,7 +128,7 @@ def test_leakage_and_imbalance_are_errors_beyond_their_limits() -> None:
     test.images[4] = train.images[10]
     train.labels[train.labels == 9] = 8  # class 9 vanishes
     with pytest.raises(StageError) as error:
-        validate(train, test, _params())
+        _validate(train, test, _params())
     message = str(error.value)
     assert "train class imbalance inf" in message
     assert "1 test images also appear in train (leakage), e.g. test indices [4]" in message
@@ -145,16 +155,39 @@ def test_stratified_split_is_seeded_disjoint_and_proportional() -> None:
 def test_prepare_writes_arrays_and_report(tmp_path: Path) -> None:
     train, test = _splits()
     raw = write_raw_dir(tmp_path / "raw", (train.images, train.labels), (test.images, test.labels))
-    report = prepare(raw, tmp_path / "prepared", tmp_path / "report.json", _params())
+    report = prepare(raw, tmp_path / "prepared", tmp_path / "report.json", _params(), _data())
     assert report["split"] == {"train": 180, "validation": 20, "seed": 42}
     fit_labels = np.load(tmp_path / "prepared/train/labels.npy")
     val_images = np.load(tmp_path / "prepared/validation/images.npy")
     test_images = np.load(tmp_path / "prepared/test/images.npy")
     assert fit_labels.dtype == np.uint8 and len(fit_labels) == 180
-    assert val_images.shape == (20, 28, 28)
+    assert val_images.shape == (20, 28, 28, 1)
     np.testing.assert_array_equal(test_images, test.images)
+    dataset = json.loads((tmp_path / "prepared/dataset.json").read_text())
+    assert dataset["source"] == "mnist" and dataset["classes"] == [str(d) for d in range(10)]
+    assert (dataset["height"], dataset["width"], dataset["channels"]) == (28, 28, 1)
+    assert dataset["counts"]["train"] == {str(d): 18 for d in range(10)}  # 20 a class, 10% held
+    assert dataset["counts"]["test"] == {str(d): 5 for d in range(10)}
+    assert dataset["counts"]["validation"] == {str(d): 2 for d in range(10)}
+    pinned = sorted(f"{name} {entry['md5']}" for name, entry in report["raw_files"].items())
+    assert dataset["checksum"] == hashlib.sha256(("\n".join(pinned) + "\n").encode()).hexdigest()
+
     written = json.loads((tmp_path / "report.json").read_text())
     assert written["raw_files"]["train-labels-idx1-ubyte"]["pinned"] is False  # synthetic data
+
+
+@pytest.mark.parametrize(("border", "background"), [(0, "dark"), (255, "light")])
+def test_the_description_records_whether_the_training_images_borders_are_dark(
+    border: int, background: str
+) -> None:
+    images = np.full((4, 8, 8, 1), border, np.uint8)
+    images[:, 2:6, 2:6] = 255 - border  # the subject, in the middle
+    labels = np.array([0, 1, 0, 1], np.uint8)
+    splits = {"train": (images, labels), "test": (images[:2], labels[:2])}
+    dataset = describe("mnist", "sum", ("a", "b"), splits)
+    assert dataset.background == background
+    assert dataset.counts == {"train": {"a": 2, "b": 2}, "test": {"a": 1, "b": 1}}
+    assert dataset.input_shape == (8, 8, 1) and dataset.num_classes == 2
 
 
 # --- the stage, run as DVC runs it -----------------------------------------------------------
@@ -186,7 +219,7 @@ def test_stage_success(tmp_path: Path) -> None:
     result = run_module("prepare", directory)
     assert result.returncode == 0, result.stderr
     assert "prepare: train 180, validation 20, test 50" in result.stdout
-    assert len(_leftovers(directory)) == len(RAW_FILES) + 7  # 6 arrays + report
+    assert len(_leftovers(directory)) == len(RAW_FILES) + 8  # 6 arrays, dataset.json, report
 
 
 def test_stage_label_10(tmp_path: Path) -> None:

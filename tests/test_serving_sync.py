@@ -68,14 +68,14 @@ def savedmodels(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
         keras.utils.set_random_seed(seed)
         model = keras.Sequential(
             [
-                keras.Input((28, 28)),
+                keras.Input((28, 28, 1)),
                 keras.layers.Rescaling(1 / 255),
                 keras.layers.Flatten(),
                 keras.layers.Dense(10, activation="softmax"),
             ]
         )
         directory = root / f"model-{seed}"
-        export_savedmodel(model, directory)
+        export_savedmodel(model, directory, tuple(str(digit) for digit in range(10)))
         (directory / "assets.extra").mkdir()
         (directory / "assets.extra/model_card.md").write_text(f"# tiny model {seed}\n")
         exports.append(directory)

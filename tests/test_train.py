@@ -21,6 +21,7 @@ from stages.cli import StageError
 from stages.config import TrainParams, parse_params
 from stages.datasets import load_split
 from stages.keras_io import load_model, save_model
+from stages.mnist import MNIST_MODEL_IO
 from stages.model import build_model
 from stages.runtime import FULL, MIXED
 from stages.train import learning_rate_schedule, train, training_batches
@@ -40,15 +41,19 @@ def test_each_epoch_order_depends_only_on_seed_and_epoch() -> None:
     ids = np.arange(10, dtype=np.uint8)
     images = np.repeat(ids, 28 * 28).reshape(10, 28, 28)  # pixel value = example id
     labels = ids % 3
-    full = _epoch_batches(training_batches(images, labels, 4, seed=1, first_epoch=0, epochs=3))
+    full = _epoch_batches(
+        training_batches(images, labels, 4, seed=1, first_epoch=0, epochs=3, num_classes=10)
+    )
     assert [len(b) for b in full] == [4, 4, 2] * 3  # batches never span two epochs
     epochs = [[i for batch in full[e : e + 3] for i in batch] for e in (0, 3, 6)]
     assert all(sorted(epoch) == list(range(10)) for epoch in epochs)
     assert epochs[0] != epochs[1]  # reshuffled every epoch
-    resumed = _epoch_batches(training_batches(images, labels, 4, seed=1, first_epoch=1, epochs=3))
+    resumed = _epoch_batches(
+        training_batches(images, labels, 4, seed=1, first_epoch=1, epochs=3, num_classes=10)
+    )
     assert resumed == full[3:]
     other_seed = _epoch_batches(
-        training_batches(images, labels, 4, seed=2, first_epoch=0, epochs=1)
+        training_batches(images, labels, 4, seed=2, first_epoch=0, epochs=1, num_classes=10)
     )
     assert other_seed != full[:3]
 
@@ -70,7 +75,7 @@ def _workspace(root: Path, policy: str = FULL, **train_changes) -> tuple[Path, T
     write_params(root, raw)
     params = parse_params(raw)
     write_prepared_subset(root / "data/prepared", train=1000, validation=200, test=10)
-    save_model(build_model(params.build, policy), root / "models/untrained.keras")
+    save_model(build_model(params.build, policy, *MNIST_MODEL_IO), root / "models/untrained.keras")
     return root, params.train
 
 
@@ -185,12 +190,12 @@ def test_training_never_reads_the_test_split(tmp_path: Path) -> None:
         recording[0] = False
     prepared = (root / "data/prepared").resolve()
     read = {path.relative_to(prepared).parts[0] for path in opened if prepared in path.parents}
-    assert read == {"train", "validation"}
+    assert read == {"dataset.json", "train", "validation"}  # the description: classes, shape
 
 
 def test_nan_loss_stops_with_a_clear_error(tmp_path: Path) -> None:
     root, params = _workspace(tmp_path, epochs=1, lr_schedule="constant")
-    broken = build_model(parse_params(fast_params()).build, "float32")
+    broken = build_model(parse_params(fast_params()).build, "float32", *MNIST_MODEL_IO)
     *hidden, kernel, bias = broken.get_weights()  # NaN logits, as if training had diverged
     broken.set_weights([*hidden, np.full_like(kernel, np.nan), bias])
     save_model(broken, root / "models/untrained.keras")
