@@ -2,7 +2,7 @@
 
     python -m ci_jobs.remote push [dvc options]    # dvc push, then the run-cache
     python -m ci_jobs.remote pull [dvc options]    # dvc pull --run-cache
-    python -m ci_jobs.remote repro [dvc options]   # dvc repro --pull, stopped at a tampered object
+    python -m ci_jobs.remote dvc <dvc arguments>   # e.g. repro --pull: stopped at a tampered object
 
 The run-cache is what lets a fresh clone (or another CI job) skip every stage whose inputs it has
 seen before. Two things DVC does not do well are handled here:
@@ -14,10 +14,11 @@ seen before. Two things DVC does not do well are handled here:
   We push the data with ``dvc push`` and then make DVC's own run-cache transfer with
   ``force=False``, which skips entries the remote already holds.
 - With ``verify = true`` DVC re-hashes what it downloads and drops an object that does not hash
-  to its name, but ``dvc repro --pull`` then silently re-runs the stage whose output it was: on a
-  GPU, hours of training, and the tampering goes unnoticed. ``repro`` runs DVC's own ``repro``
-  in this process, listening to DVC's log for the dropped object (``dvc_data``'s "corrupted
-  cache file" record), and stops at once with one line naming the output.
+  to its name, but ``dvc repro --pull`` (or ``dvc exp run --pull``) then silently re-runs the
+  stage whose output it was: on a GPU, hours of training, and the tampering goes unnoticed.
+  ``dvc`` runs DVC's own command line in this process, listening to DVC's log for the dropped
+  object (``dvc_data``'s "corrupted cache file" record), and stops it at once with one line
+  naming the output.
 """
 
 from __future__ import annotations
@@ -137,8 +138,8 @@ def output_named(md5: str, repo_root: Path = Path()) -> str:
     return f"the object {md5}"
 
 
-def repro(extra: list[str]) -> int:
-    """``dvc repro --pull``, stopped at the first object that fails verification."""
+def guarded(arguments: list[str]) -> int:
+    """``dvc <arguments>``, stopped at the first downloaded object that fails verification."""
     from dvc.cli import main as dvc_main
 
     verification = logging.getLogger("dvc_data.hashfile.db")
@@ -146,12 +147,13 @@ def repro(extra: list[str]) -> int:
     verification.propagate = False  # DVC's own handlers would print every debug record
     verification.addHandler(StopAtTampering())
     try:
-        return dvc_main(["repro", "--pull", *extra])
+        return dvc_main(arguments)
     except TamperedObject as tampered:
         parts = Path(tampered.args[0]).parts
         md5 = parts[-2] + parts[-1]
         print(
-            f"remote: repro stopped: {output_named(md5)}: the remote's copy does not hash to"
+            f"remote: stopped `dvc {' '.join(arguments)}`: {output_named(md5)}: the remote's"
+            " copy does not hash to"
             f" what the run-cache records (md5 {md5}): someone changed it in the bucket; nothing"
             " was trained or packaged from it; restore the object from a trusted copy (bucket"
             " versioning, or a push from main's CI), then re-run",
@@ -169,12 +171,12 @@ def fail(action: str, output: str) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("push", "pull", "repro"):
-        print("usage: remote.py push|pull|repro [dvc options]", file=sys.stderr)
+    if not argv or argv[0] not in ("push", "pull", "dvc"):
+        print("usage: remote.py push|pull [dvc options] | dvc <dvc arguments>", file=sys.stderr)
         return 2
     action = argv[0]
-    if action == "repro":
-        return repro(argv[1:])
+    if action == "dvc":
+        return guarded(argv[1:])
     result = subprocess.run(dvc_command(action, argv[1:]), capture_output=True, text=True)
     sys.stdout.write(result.stdout)
     if result.returncode:

@@ -337,10 +337,10 @@ def test_10_a_tampered_model_in_the_remote_stops_the_job_before_anything_trains(
     failed = next(step for step in tampered.steps if step.returncode)
     assert failed.name == REPRO and failed.returncode == 1
     assert failed.output.strip().splitlines()[-1] == (
-        "remote: repro stopped: models/model.keras: the remote's copy does not hash to what the"
-        f" run-cache records (md5 {md5}): someone changed it in the bucket; nothing was trained"
-        " or packaged from it; restore the object from a trusted copy (bucket versioning, or a"
-        " push from main's CI), then re-run"
+        "remote: stopped `dvc repro --pull`: models/model.keras: the remote's copy does not hash"
+        f" to what the run-cache records (md5 {md5}): someone changed it in the bucket; nothing"
+        " was trained or packaged from it; restore the object from a trusted copy (bucket"
+        " versioning, or a push from main's CI), then re-run"
     )
     assert tampered.stages_ran() == []
     assert not (tampered.checkout / "models/model.keras").exists()

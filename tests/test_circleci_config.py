@@ -106,7 +106,7 @@ def test_repro_job_runs_only_what_the_remote_never_ran_on_a_gpu() -> None:
     assert job["steps"][0] == {"checkout": {"method": "full"}}
     repro = run_steps("repro")[position("repro", "dvc repro")]
     lines = repro["command"].strip().splitlines()
-    assert lines[-1].split("  #")[0] == "python -m ci_jobs.remote repro"  # dvc repro --pull
+    assert lines[-1].split("  #")[0] == "python -m ci_jobs.remote dvc repro --pull"
     assert lines[0].startswith("python -m ci_jobs.web_identity --fresh --every 1200 & refresher=$!")
     assert lines[1] == "trap 'kill $refresher 2>/dev/null || true' EXIT"
     assert repro["no_output_timeout"] == "3h"
@@ -116,7 +116,7 @@ def test_repro_job_runs_only_what_the_remote_never_ran_on_a_gpu() -> None:
             "ci_jobs.gpu_check",
             "AWS_ROLE_ARN_PUSH",
             "ci_jobs.web_identity",
-            "ci_jobs.remote repro",
+            "ci_jobs.remote dvc repro --pull",
             "dvc metrics diff",
             "ci_jobs.remote push",
         )
@@ -158,7 +158,13 @@ def test_sweep_spreads_param_sets_over_parallel_nodes_and_tables_them() -> None:
     assert definition["parallelism"] == 2
     run = commands("sweep")[position("sweep", "dvc exp run")]
     assert "python -m ci_jobs.sweep args" in run
-    assert run.strip().splitlines()[-1].startswith("dvc exp run --pull --name")
+    assert (
+        run.strip()
+        .splitlines()[-1]
+        .startswith(
+            "python -m ci_jobs.remote dvc exp run --pull --name"  # stopped at a tampered object
+        )
+    )
     assert run.strip().endswith(" test")  # up to the gate's verdict: failing sets still record
     assert position("sweep", "ci_jobs.sweep record") < position("sweep", "ci_jobs.remote push")
     assert "persist_to_workspace" in step_kinds("sweep")

@@ -8,7 +8,7 @@ import pytest
 from dvc.utils.hydra import apply_overrides
 
 from stages.cli import StageError
-from stages.config import load_params, parse_params
+from stages.config import BuildParams, feature_map_size, load_params, parse_params
 from testbed.repo import REPO_ROOT, write_params
 from tests.helpers import default_params, error_line, run_module
 
@@ -120,3 +120,28 @@ def test_values_written_by_dvc_are_read_as_dvc_reads_them(tmp_path: Path) -> Non
     apply_overrides(str(copy), ["build.learning_rate=0.000001"])
     assert "  learning_rate: 1e-06\n" in copy.read_text()
     assert load_params(copy).build.learning_rate == 1e-06
+
+
+@pytest.mark.parametrize(
+    "change", [{"image_size": [32, 32]}, {"channels": 3}, {"source": "data/images"}]
+)
+def test_mnist_is_the_only_source_so_far_and_only_as_28x28_grayscale(change: dict) -> None:
+    raw = default_params()
+    raw["data"].update(change)
+    with pytest.raises(StageError) as error:
+        parse_params(raw)
+    if "source" in change:
+        assert "data.source: input should be 'mnist'" in str(error.value)
+    else:
+        assert str(error.value) == (
+            "invalid params.yaml: data: MNIST images are 28x28 grayscale: set data.image_size"
+            " [28, 28] and data.channels 1"
+        )
+
+
+def test_feature_map_size_follows_the_image_side() -> None:
+    """The check applies to each side of data.image_size: 28 leaves nothing, 64 leaves pixels."""
+    raw = default_params()["build"]
+    raw.update(conv_filters=[8, 16, 32], kernel_size=5, padding="valid")
+    build = BuildParams(**raw)
+    assert feature_map_size(build, 28) == 0 and feature_map_size(build, 64) == 9
