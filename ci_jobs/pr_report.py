@@ -1,4 +1,4 @@
-"""``python -m ci_jobs.pr_report metrics-diff.md params-diff.md``: the pipeline's report on the PR.
+"""``python -m ci_jobs.pr_report METRICS.md PARAMS.md [JOB.json]``: the pipeline's report on the PR.
 
 What CML's ``cml comment update`` gives its users, for CircleCI: the repro job writes one comment
 on each open pull request of its branch — metrics and params against main (``dvc metrics diff``
@@ -18,6 +18,7 @@ in both locks for them). ``GITHUB_API_URL`` points it at GitHub Enterprise, or a
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -39,13 +40,24 @@ REPOSITORY_URL = re.compile(r"github\.com[:/]([\w.-]+)/([\w.-]+?)(?:\.git)?/?$")
 ARTIFACTS = (  # (label, path as store_artifacts uploads it in the repro job)
     ("plots page", "dvc_plots/index.html"),
     ("model card", "model-card/model_card.md"),
-    ("metrics", "metrics"),
-    ("reports", "reports"),
+    ("test metrics", "metrics/test.json"),
+    ("test report", "reports/test.json"),
 )
 
 
 class ReportSkipped(Exception):
     """Why no comment was written; the job carries on."""
+
+
+class RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """urllib would follow a redirect with every header, ``Authorization`` included, to any
+    host; the API does not redirect these calls, so a redirect is refused (an HTTPError)."""
+
+    def redirect_request(self, *args: Any) -> None:
+        return None
+
+
+NO_REDIRECTS = urllib.request.build_opener(RefuseRedirects)
 
 
 @dataclass
@@ -72,13 +84,15 @@ class GitHub:
             },
         )
         try:
-            with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310 (see url_for)
+            with NO_REDIRECTS.open(request, timeout=30) as answer:
                 return json.loads(answer.read() or b"null"), answer.headers.get("Link", "")
         except urllib.error.HTTPError as error:
             raise ReportSkipped(refusal(method, path, error)) from None
-        except (urllib.error.URLError, TimeoutError) as error:
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
             reason = getattr(error, "reason", error)
             raise ReportSkipped(f"cannot reach {self.api} ({reason})") from None
+        except ValueError:
+            raise ReportSkipped(f"{method} {path.split('?')[0]} did not answer JSON") from None
 
     def url_for(self, path: str) -> str:
         """A path of the API, or a pagination link, which must point back at the API's own
@@ -193,6 +207,8 @@ def post_report(environ: dict[str, str], metrics_diff: str, params_diff: str) ->
         environ.get("GITHUB_API_URL", "https://api.github.com"), token, repository_of(environ)
     )
     branch = environ.get("CIRCLE_BRANCH", "")
+    if not branch and not environ.get("CIRCLE_PULL_REQUEST"):
+        raise ReportSkipped("no CIRCLE_BRANCH: not a branch build")
     numbers = github.pull_requests(branch, environ.get("CIRCLE_PULL_REQUEST", ""))
     if not numbers:
         raise ReportSkipped(f"no open pull request has {branch or 'this build'} as its head")
@@ -201,14 +217,24 @@ def post_report(environ: dict[str, str], metrics_diff: str, params_diff: str) ->
 
 
 def main(argv: list[str], environ: dict[str, str]) -> int:
-    if len(argv) != 2:
-        print("usage: python -m ci_jobs.pr_report METRICS_DIFF.md PARAMS_DIFF.md", file=sys.stderr)
+    """``JOB.json``: the CircleCI variables of the job whose artifacts to link (the repro job,
+    when a job of its own writes the report), over this job's."""
+    if len(argv) not in (2, 3):
+        print("usage: python -m ci_jobs.pr_report METRICS.md PARAMS.md [JOB.json]", file=sys.stderr)
         return 2
-    metrics_diff, params_diff = (Path(name).read_text() for name in argv)
     try:
+        metrics_diff, params_diff = (Path(name).read_text() for name in argv[:2])
+        if len(argv) == 3:
+            environ = {**environ, **json.loads(Path(argv[2]).read_text())}
         done = post_report(environ, metrics_diff, params_diff)
     except ReportSkipped as skipped:
         print(f"pr-report: no comment written: {skipped}; the report is in the job's artifacts")
+        return 0
+    except Exception as error:  # a courtesy: nothing here may fail the workflow
+        print(
+            f"pr-report: no comment written: unexpected {type(error).__name__}: {error}; the"
+            " report is in the job's artifacts"
+        )
         return 0
     for line in done:
         print(f"pr-report: {line}")

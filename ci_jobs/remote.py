@@ -152,11 +152,11 @@ def guarded(arguments: list[str]) -> int:
         parts = Path(tampered.args[0]).parts
         md5 = parts[-2] + parts[-1]
         print(
-            f"remote: stopped `dvc {' '.join(arguments)}`: {output_named(md5)}: the remote's"
-            " copy does not hash to"
-            f" what the run-cache records (md5 {md5}): someone changed it in the bucket; nothing"
-            " was trained or packaged from it; restore the object from a trusted copy (bucket"
-            " versioning, or a push from main's CI), then re-run",
+            f"remote: stopped `dvc {' '.join(arguments)}`: {output_named(md5)}: its copy"
+            " (downloaded from the remote, or in the local cache) does not hash to what the"
+            f" run-cache records (md5 {md5}): someone changed it; nothing was trained or"
+            " packaged from it; restore the object from a trusted copy (bucket versioning, or a"
+            " push from main's CI), then re-run",
             file=sys.stderr,
         )
         return 1

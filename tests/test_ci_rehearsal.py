@@ -274,8 +274,9 @@ def test_9_a_pull_request_gets_one_report_comment_with_its_diffs_against_main(
     swept, workflows: Workflows
 ) -> None:
     """A PR's branch sets the swept value (train and test come from the sweep's run-cache); the
-    repro job replaces the report an earlier run left with the real diffs against main, with
-    the token of the github-pr-report context, and pushes nothing."""
+    repro job pushes nothing, and the pr-report job after it (the only one the workflow gives
+    the github-pr-report context) replaces the report an earlier run left with the real diffs
+    against main and links to the repro job's artifacts."""
     base = swept[0]
     branch = "feature/batch-256"
     commit = workflows.commit_on_branch(branch, base, "batch 256", train={"batch_size": 256})
@@ -286,10 +287,14 @@ def test_9_a_pull_request_gets_one_report_comment_with_its_diffs_against_main(
         contexts = {
             "github-pr-report": {"GITHUB_TOKEN": GITHUB_TOKEN, "GITHUB_API_URL": github.url}
         }
-        run = workflows.run("repro", branch, commit, workflows.workspace(), contexts=contexts)
+        workspace = workflows.workspace()
+        run = workflows.run("repro", branch, commit, workspace, contexts=contexts)
+        assert github.requests == []  # the repro job holds no token: only pr-report does
+        report = workflows.run("pr-report", branch, commit, workspace, contexts=contexts)
     finally:
         github.stop()
     assert run.returncode == 0, run.output[-3000:]
+    assert report.returncode == 0, report.output[-3000:]
     assert "train" not in run.stages_ran()
     edits = [(r.method, r.path) for r in github.requests if r.method != "GET"]
     assert edits == [
@@ -306,9 +311,11 @@ def test_9_a_pull_request_gets_one_report_comment_with_its_diffs_against_main(
     assert "train.batch_size" in params and "128" in params and "256" in params
     assert metrics in earlier["body"] and params in earlier["body"]
     assert "an earlier run's report" not in earlier["body"]
-    assert "pr-report: pull request #3: updated" in run.step(REPORT).output
+    assert "pr-report: pull request #3: updated" in report.step(REPORT).output
+    job = run.env["CIRCLE_WORKFLOW_JOB_ID"]  # the links name the repro job's artifacts
+    assert f"https://output.circle-artifacts.com/output/job/{job}/artifacts/0/" in earlier["body"]
     assert "not main: nothing is pushed" in run.step(PUSH).output
-    assert GITHUB_TOKEN not in run.output
+    assert GITHUB_TOKEN not in run.output + report.output
 
 
 def test_10_a_tampered_model_in_the_remote_stops_the_job_before_anything_trains(
@@ -337,10 +344,10 @@ def test_10_a_tampered_model_in_the_remote_stops_the_job_before_anything_trains(
     failed = next(step for step in tampered.steps if step.returncode)
     assert failed.name == REPRO and failed.returncode == 1
     assert failed.output.strip().splitlines()[-1] == (
-        "remote: stopped `dvc repro --pull`: models/model.keras: the remote's copy does not hash"
-        f" to what the run-cache records (md5 {md5}): someone changed it in the bucket; nothing"
-        " was trained or packaged from it; restore the object from a trusted copy (bucket"
-        " versioning, or a push from main's CI), then re-run"
+        "remote: stopped `dvc repro --pull`: models/model.keras: its copy (downloaded from the"
+        " remote, or in the local cache) does not hash to what the run-cache records (md5"
+        f" {md5}): someone changed it; nothing was trained or packaged from it; restore the"
+        " object from a trusted copy (bucket versioning, or a push from main's CI), then re-run"
     )
     assert tampered.stages_ran() == []
     assert not (tampered.checkout / "models/model.keras").exists()

@@ -194,7 +194,7 @@ def test_a_pipeline_parameter_sends_the_gpu_jobs_to_a_self_hosted_runner(job: st
 def test_cpu_jobs_stay_on_the_cloud_whatever_the_gpu_runner() -> None:
     chosen = {"gpu-executor": "gpu-self-hosted"}
     cpu_jobs = [job for job in CONFIG_DATA["jobs"] if job not in GPU_JOBS]
-    assert cpu_jobs == ["test", "release", "sweep-table"]
+    assert cpu_jobs == ["test", "pr-report", "release", "sweep-table"]
     for job in cpu_jobs:
         assert executor_of(CONFIG_DATA, job, chosen) == CONFIG_DATA["executors"]["cpu"], job
 
