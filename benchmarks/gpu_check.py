@@ -34,13 +34,13 @@ import numpy as np
 from benchmarks.epoch_clock import TARGET_ACCURACY, first_reaching
 from benchmarks.project_training import train_project
 from stages import devices
-from stages.artifacts import save_arrays, to_json
+from stages.artifacts import to_json
 from stages.cli import StageError, run_stage
 from stages.config import Params, load_params
-from stages.datasets import load_split
+from stages.datasets import load_dataset, load_split
 from stages.fetch import fetch_all
 from stages.keras_io import load_model
-from stages.prepare import prepare
+from testbed.prepared import keep_first, prepare_mnist
 from testbed.repo import REPO_ROOT
 
 MAX_EPOCHS = 15
@@ -67,11 +67,9 @@ def prepared_workspace(root: Path, params: Params, mirror: str, subset: int | No
     """``data/prepared`` as the pipeline makes it; with ``subset``, only the first examples."""
     fetch_all(root / "raw", [mirror])
     prepared = root / "prepared"
-    prepare(root / "raw", prepared, root / "data_validation.json", params.prepare, params.data)
+    prepare_mnist(root / "raw", prepared, root / "data_validation.json", params)
     if subset:
-        for split, count in (("train", subset), ("validation", subset), ("test", subset)):
-            images, labels = load_split(split, prepared)
-            save_arrays(prepared / split, {"images": images[:count], "labels": labels[:count]})
+        keep_first(prepared, dict.fromkeys(("train", "validation", "test"), subset))
     return prepared
 
 
@@ -197,7 +195,7 @@ def run_check(args: argparse.Namespace, out: Path) -> dict:
             identical = f"not checked: run 1 took {first_run_s:.0f} s of {args.budget_s:.0f} s"
         report = {
             "epochs": epochs,
-            "train_examples": len(load_split("train", prepared)[1]),
+            "train_examples": load_dataset(prepared).size("train"),
             "python": platform.python_version(),
             "runs": runs,
             "identical_weights": identical,

@@ -13,9 +13,8 @@ import numpy as np
 from benchmarks.epoch_clock import EpochClock
 from stages import devices, runtime
 from stages.config import Params
-from stages.datasets import load_split
+from stages.datasets import load_dataset
 from stages.keras_io import save_model
-from stages.mnist import MNIST_MODEL_IO
 from stages.model import build_model
 from stages.train import train
 
@@ -26,8 +25,11 @@ def train_project(
     """Build (precision as the hardware calls for) and train in ``work``; the epochs' clock."""
     policy = runtime.precision_policy(params.build.mixed_precision, bool(devices.gpu_names()))
     untrained = work / "untrained.keras"
-    save_model(build_model(params.build, policy, *MNIST_MODEL_IO), untrained)
-    clock = EpochClock(name, len(load_split("train", prepared_dir)[1]), *test)
+    dataset = load_dataset(prepared_dir)
+    save_model(
+        build_model(params.build, policy, dataset.input_shape, dataset.num_classes), untrained
+    )
+    clock = EpochClock(name, dataset.size("train"), *test)
     train(
         params.train,
         untrained_model=untrained,

@@ -4,7 +4,7 @@
         --variant 'default=' --variant 'small=build.conv_filters=[16,32,64];train.batch_size=32'
 
 Each variant (``name=`` then ``section.key=value`` overrides of ``params.yaml``, separated by
-``;``) is built with ``stages.model.build_model`` and fed by ``stages.train.training_batches``,
+``;``) is built with ``stages.model.build_model`` and fed by ``stages.streams.training_batches``,
 the pipeline's own input pipeline, on random images. After a warm-up, the variants take turns:
 ``--rounds`` rounds of ``--steps`` training steps each. Reported per image: the median CPU time
 (all threads; steadier than wall time on a shared machine) and the median wall time, each also
@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
 from benchmarks.time_to_accuracy import load_params_with
-from stages.mnist import MNIST_MODEL_IO
+from stages.datasets import write_splits
+from stages.mnist import CLASSES, MNIST_MODEL_IO
 from stages.model import build_model
-from stages.train import training_batches
+from stages.streams import training_batches
 
 IMAGES = 8192
 
@@ -38,14 +41,15 @@ def cost_per_image(variants: dict[str, list[str]], steps: int, rounds: int) -> d
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (IMAGES, *MNIST_MODEL_IO[0]), dtype=np.uint8)
     labels = rng.integers(0, 10, IMAGES).astype(np.uint8)
+    scratch = tempfile.TemporaryDirectory(prefix="step-cost-")  # the shards the batches read
+    prepared = Path(scratch.name)
+    dataset = write_splits(prepared, "random", "-", CLASSES, {"train": (images, labels)})
     runs = {}
     for name, overrides in variants.items():
         params = load_params_with(overrides, None)
         model = build_model(params.build, "float32", *MNIST_MODEL_IO)
         batch = params.train.batch_size
-        batches = training_batches(
-            images, labels, batch, params.train.seed, 0, 10**6, MNIST_MODEL_IO[1]
-        )
+        batches = training_batches(dataset, prepared, batch, params.train.seed, 0, 10**6)
         model.fit(batches, steps_per_epoch=steps, epochs=1, verbose=0)  # trace, warm caches
         runs[name] = (model, batches, batch)
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
@@ -57,6 +61,7 @@ def cost_per_image(variants: dict[str, list[str]], steps: int, rounds: int) -> d
             samples[name].append(
                 ((time.process_time() - cpu) * per_image, (time.perf_counter() - wall) * per_image)
             )
+    scratch.cleanup()
     return {
         name: {
             "cpu_us": statistics.median(cpu for cpu, _ in values),

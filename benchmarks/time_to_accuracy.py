@@ -10,7 +10,7 @@ In one process (same machine, same threads), from the same raw MNIST files:
   to [0, 1]), fitted as the example fits it: on the 60,000 training images with
   ``validation_split=0.1`` (so it learns from the first 54,000 and validates on the last 6,000);
 - **project**: ``stages.model.build_model`` and ``stages.train.train`` with ``params.yaml``
-  (``-S section.key=value`` overrides it), on the split ``stages.prepare`` makes (54,000 / 6,000).
+  (``-S section.key=value`` overrides it), on the split ``stages.prepare`` makes (54,001 / 5,999).
 
 Both are evaluated on the 10,000 MNIST test images after every epoch; the evaluation's time is
 excluded from the training time, which otherwise counts everything ``fit`` does (its validation,
@@ -44,7 +44,7 @@ from stages.config import PARAMS_FILE, Params, parse_params
 from stages.datasets import load_split
 from stages.fetch import fetch_all
 from stages.mnist import CLASSES
-from stages.prepare import load_raw, prepare
+from testbed.prepared import keep_first, mnist_train_arrays, prepare_mnist
 from testbed.repo import REPO_ROOT
 
 BENCHMARKS = REPO_ROOT / "benchmarks"
@@ -103,9 +103,9 @@ def run_reference(
     raw_dir: Path, epochs: int, subset: int | None, test: tuple[np.ndarray, np.ndarray]
 ) -> Run:
     """Train the example as it is written, on the raw training images (first ``subset``)."""
-    train_split, _ = load_raw(raw_dir)
-    images = train_split.images[:subset].astype("float32") / 255
-    labels = keras.utils.to_categorical(train_split.labels[:subset], len(CLASSES))
+    train_images, train_labels = mnist_train_arrays(raw_dir)
+    images = train_images[:subset].astype("float32") / 255
+    labels = keras.utils.to_categorical(train_labels[:subset], len(CLASSES))
     test_images = test[0].astype("float32") / 255
     keras.utils.set_random_seed(42)
     fitted = len(labels) - int(len(labels) * 0.1)  # what validation_split leaves to train on
@@ -152,11 +152,9 @@ def prepared_data(mirror: str, work: Path, params: Params, subset: int | None) -
     """MNIST from ``mirror``, split by ``prepare`` in ``work``; train cut to ``subset``."""
     raw_dir, prepared_dir = work / "raw", work / "prepared"
     fetch_all(raw_dir, [mirror])
-    prepare(raw_dir, prepared_dir, work / "data_validation.json", params.prepare, params.data)
+    prepare_mnist(raw_dir, prepared_dir, work / "data_validation.json", params)
     if subset is not None:
-        images, labels = load_split("train", prepared_dir)
-        np.save(prepared_dir / "train" / "images.npy", images[:subset])
-        np.save(prepared_dir / "train" / "labels.npy", labels[:subset])
+        keep_first(prepared_dir, {"train": subset})
     return prepared_dir
 
 

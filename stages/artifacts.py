@@ -7,6 +7,7 @@ a rename within one directory is atomic on POSIX file systems.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -88,3 +89,12 @@ def save_arrays(directory: Path, arrays: dict[str, np.ndarray]) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     for name, array in arrays.items():
         np.save(directory / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
+
+
+def file_md5(path: Path) -> str:
+    """md5 of a file's bytes, read a chunk at a time (what DVC records for a file)."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -29,16 +29,34 @@ Seed = Annotated[int, Field(ge=0, le=2**31 - 1)]
 ImageSide = Annotated[int, Field(ge=8, le=1024)]
 
 
+MNIST_FOLDER = "data/raw"  # the fetch stage's output
+
+
 class DataParams(_Section):
-    source: Literal["mnist"]
+    source: Literal["mnist", "folder"]
+    folder: str = Field(pattern=r"^[^/~]", min_length=1)  # relative to the repository root
     image_size: list[ImageSide] = Field(min_length=2, max_length=2)  # [height, width]
     channels: Literal[1, 3]
 
     @model_validator(mode="after")
-    def _mnist_is_28x28_grayscale(self) -> DataParams:
-        if self.source == "mnist" and (self.image_size != [28, 28] or self.channels != 1):
+    def _source_fits(self) -> DataParams:
+        if ".." in Path(self.folder).parts:
+            raise ValueError(f"data.folder {self.folder!r} must be inside the repository")
+        if self.source == "mnist":
+            if self.image_size != [28, 28] or self.channels != 1:
+                raise ValueError(
+                    "MNIST images are 28x28 grayscale: set data.image_size [28, 28] and"
+                    " data.channels 1"
+                )
+            if Path(self.folder) != Path(MNIST_FOLDER):
+                raise ValueError(
+                    f"data.folder must be {MNIST_FOLDER} for data.source mnist (where fetch"
+                    " puts the MNIST files); for your own images set data.source: folder"
+                )
+        elif Path(self.folder) == Path(MNIST_FOLDER):
             raise ValueError(
-                "MNIST images are 28x28 grayscale: set data.image_size [28, 28] and data.channels 1"
+                f"data.folder {MNIST_FOLDER} is the fetch stage's output; put your images in"
+                " another folder, e.g. data/images"
             )
         return self
 
@@ -46,8 +64,7 @@ class DataParams(_Section):
 class PrepareParams(_Section):
     seed: Seed
     validation_fraction: float = Field(gt=0, lt=0.5)
-    expected_train_count: int = Field(ge=1)
-    expected_test_count: int = Field(ge=1)
+    test_fraction: float = Field(gt=0, lt=0.5)
     max_class_imbalance: float = Field(ge=1)
     max_train_test_duplicates: int = Field(ge=0)
 

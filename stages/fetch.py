@@ -1,4 +1,5 @@
-"""Stage ``fetch``: get the four raw MNIST files into ``data/raw``, verified against pinned md5s.
+"""Stage ``fetch``: get the four raw MNIST files into ``data/raw``, verified against pinned md5s
+(with ``data.source: folder``, only a note: your images are already in the repository).
 
 Sources are tried per file, in order: ``$MNIST_MIRROR`` (a directory or an http(s)/file URL), then
 the public mirrors (``$MNIST_PUBLIC_MIRRORS``, a space-separated list, replaces them: an
@@ -26,7 +27,15 @@ from tqdm import tqdm
 
 from stages.artifacts import atomic_path
 from stages.cli import StageError, run_stage
-from stages.mnist import MIRROR_ENV, PUBLIC_MIRRORS, PUBLIC_MIRRORS_ENV, RAW_FILES, RawFile
+from stages.config import load_params
+from stages.mnist import (
+    MIRROR_ENV,
+    PUBLIC_MIRRORS,
+    PUBLIC_MIRRORS_ENV,
+    RAW_FILES,
+    SOURCE,
+    RawFile,
+)
 from stages.paths import RAW_DIR
 
 CHUNK = 1 << 20
@@ -142,7 +151,21 @@ def fetch_all(raw_dir: Path, sources: Sequence[str]) -> dict[str, str]:
         return {raw.name: fetch_file(raw, sources, staged) for raw in RAW_FILES}
 
 
+def placeholder(raw_dir: Path, folder: str) -> None:
+    """What ``data/raw`` holds when the images come from a folder: a note, and no MNIST."""
+    with atomic_path(raw_dir) as staged:
+        staged.mkdir()
+        (staged / "README.txt").write_text(
+            f"data.source is folder: prepare reads {folder}; nothing was fetched\n"
+        )
+
+
 def main() -> None:
+    data = load_params().data
+    if data.source != SOURCE:
+        placeholder(RAW_DIR, data.folder)
+        print(f"fetch: data.source is {data.source} ({data.folder}): nothing to fetch")
+        return
     used = fetch_all(RAW_DIR, mirror_sources())
     for name, source in used.items():
         print(f"fetch: {name} verified (from {source})")

@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import fingerprint_pb2
 
-from stages.artifacts import atomic_path, to_json
+from stages.artifacts import atomic_path, file_md5, to_json
 from stages.cli import StageError, run_stage
 from stages.config import Params, load_params
 from stages.datasets import Dataset, load_dataset, load_split
@@ -55,6 +55,7 @@ FINGERPRINT_FILE = "fingerprint.pb"
 PROBABILITY_TOLERANCE = 1e-5
 LIBRARIES = ("tensorflow", "keras", "numpy", "dvc", "dvclive")
 PREDICT_BATCH = 1000  # images per inference call: bounds the memory predicting takes
+VERIFY_EXAMPLES = 10_000  # the first test images, run through both loaders and compared
 SINGLE_IMAGES = 8  # test images also run one at a time in the session, a server's usual request
 TF2_LOADER = "tf.saved_model.load"
 SESSION_LOADER = "tf.compat.v1.saved_model.loader.load"  # a TF1 session, as TensorFlow Serving
@@ -214,11 +215,6 @@ def verify_export(
     }
 
 
-def file_md5(path: Path) -> str:
-    """The md5 DVC records for ``path`` in ``dvc.lock``: it names the trained model exactly."""
-    return hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
-
-
 def library_versions() -> dict[str, str]:
     """The pinned libraries the model was made with (requirements.lock pins every other one).
 
@@ -303,7 +299,7 @@ def model_card(
         "verification": verification,
         "dataset": dataset.to_dict(),
         "data": {
-            "raw_files_md5": {n: f["md5"] for n, f in sorted(data_report["raw_files"].items())},
+            "source": data_report["source"],
             "split": data_report["split"],
         },
         "params": params.model_dump(),
@@ -321,8 +317,11 @@ def card_markdown(card: dict) -> str:
     )
     dataset = card["dataset"]
     classes = ", ".join(f"`{name}`" for name in dataset["classes"])
-    files = "\n".join(
-        f"- `{name}`: md5 `{md5}`" for name, md5 in card["data"]["raw_files_md5"].items()
+    source, split = card["data"]["source"], card["data"]["split"]
+    files = (
+        "\n".join(f"- `{name}`: md5 `{entry['md5']}`" for name, entry in source["files"].items())
+        if isinstance(source.get("files"), dict)
+        else f"{source['files']} image files in `{source['folder']}`."
     )
     libraries = ", ".join(f"{name} {version}" for name, version in card["libraries"].items())
     checks = "\n".join(
@@ -368,8 +367,8 @@ Serving loads it (`{SESSION_LOADER}`), the exported model predicts what the trai
 ## Data
 
 Source `{dataset["source"]}` (content checksum `{dataset["checksum"]}`), classes {classes};
-split {card["data"]["split"]["train"]} train / {card["data"]["split"]["validation"]} validation
-(stratified, seed {card["data"]["split"]["seed"]}).
+split {split["train"]} train / {split["validation"]} validation / {split["test"]} test
+(stratified, seed {split["seed"]}).
 {files}
 
 ## Build
@@ -406,7 +405,7 @@ def package(
     require_blessing(test_report)
     model = load_model(model_file)
     dataset = load_dataset(prepared_dir)
-    images, _ = load_split("test", prepared_dir)
+    images, _ = load_split("test", prepared_dir, limit=VERIFY_EXAMPLES)
     target = export_dir(params, dist_dir)
     with atomic_path(target) as staged:
         export_savedmodel(model, staged, dataset.classes)

@@ -1,11 +1,12 @@
 """``python -m stages.predict IMAGE.png ...``: classify image files with the exported package.
 
 Each image is brought to what the model was trained on, as its model card describes the dataset
-(``assets.extra/model_card.json``): converted to grayscale or RGB, resized (bilinear) to its
-height and width. A grayscale image whose border is light while the training images' borders are
-dark (a dark digit on paper, for MNIST), or the reverse, is inverted first. Prints each image's
-class name and confidence. Uses only the SavedModel, exactly as a server would, not the Keras
-model.
+(``assets.extra/model_card.json``), read as ``prepare`` reads a folder of images
+(``stages/image_folder.py``: turned upright, converted to grayscale or RGB, resized to the
+training images' height and width). A grayscale image whose border is light while the training
+images' borders are dark (a dark digit on paper, for MNIST), or the reverse, is inverted first.
+Prints each image's class name and confidence. Uses only the SavedModel, exactly as a server
+would, not the Keras model.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from stages.cli import StageError, run_stage
 from stages.config import PARAMS_FILE, load_params
 from stages.datasets import border_brightness
+from stages.image_folder import read_image
 from stages.package import CARD_DIR, export_dir, predict_with_export
 
 
@@ -36,22 +37,12 @@ def trained_on(model_dir: Path) -> dict:
 
 
 def load_image(path: Path, dataset: dict) -> np.ndarray:
-    """An image file (any format Pillow reads) as uint8 ``[H, W, C]`` like the training images."""
-    mode = "L" if dataset["channels"] == 1 else "RGB"
-    try:
-        with Image.open(path) as image:
-            resized = image.convert(mode).resize(
-                (dataset["width"], dataset["height"]), Image.BILINEAR
-            )
-    except FileNotFoundError:
-        raise StageError(f"{path}: no such file") from None
-    except (UnidentifiedImageError, OSError) as error:
-        raise StageError(f"{path}: not a readable image ({error})") from None
-    pixels = np.asarray(resized, dtype=np.uint8).reshape(
-        dataset["height"], dataset["width"], dataset["channels"]
-    )
+    """An image file (any format Pillow reads) as uint8 ``[H, W, C]`` like the training images:
+    read as ``prepare`` reads a folder's images, then brought to their border brightness."""
+    shape = (dataset["height"], dataset["width"], dataset["channels"])
+    pixels = read_image(path, shape, str(path), formats=None)
     light = border_brightness(pixels) > 127
-    if mode == "L" and light != (dataset["background"] == "light"):
+    if shape[2] == 1 and light != (dataset["background"] == "light"):
         return 255 - pixels
     return pixels
 

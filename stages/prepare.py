@@ -1,121 +1,279 @@
-"""Stage ``prepare``: validate the raw MNIST files; split train/validation, stratified and seeded.
+"""Stage ``prepare``: read the source's images, check them, split train/validation/test
+(stratified, seeded) and write each split as a few shards of records.
 
-Writes ``data/prepared/{train,validation,test}/{images,labels}.npy`` (uint8 ``[N, H, W, C]``, the
-raw pixels with a channel axis), the dataset's description ``data/prepared/dataset.json``
-(``stages/datasets.py``: shape, classes, counts, source and checksum: what every later stage
-reads instead of MNIST constants) and the validation report ``reports/data_validation.json``. The
-MNIST test set is copied through untouched; only the ``test`` stage reads it. Does not import
-TensorFlow.
+Writes ``data/prepared/{train,validation,test}/*.bin`` and the dataset's description
+``data/prepared/dataset.json`` (``stages/datasets.py``: what every later stage reads instead of
+constants), and the data report ``reports/data_validation.json``. The source is MNIST (its own test
+split) or a folder of images (its own train/ and test/, or a test split made here with
+``prepare.test_fraction``).
+
+Two passes, neither holding the images: the first decodes and checks each image and appends it to
+a spool file; the second copies each spooled record to its place in its split. Which split an
+image goes to and where in it are decided by a seeded hash of its pixels, not by how the source
+lists it: the same images give the same prepared bytes, whether they come as IDX files or PNGs,
+in any file order. Does not import TensorFlow.
 """
 
 from __future__ import annotations
 
-import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from stages.artifacts import atomic_path, write_json
-from stages.cli import run_stage
+from stages.cli import StageError, run_stage
 from stages.config import DataParams, PrepareParams, load_params
-from stages.datasets import describe, write_prepared
-from stages.idx import IMAGES_NDIM, LABELS_NDIM, read_idx
-from stages.mnist import (
-    CLASSES,
-    IMAGE_SHAPE,
-    RAW_FILES,
-    SOURCE,
-    TEST_IMAGES,
-    TEST_LABELS,
-    TRAIN_IMAGES,
-    TRAIN_LABELS,
+from stages.datasets import (
+    SPLITS,
+    Dataset,
+    SplitWriter,
+    background_of,
+    border_sums,
+    class_counts,
+    shard_capacity,
+    write_contract,
 )
-from stages.paths import DATA_REPORT, PREPARED_DIR, RAW_DIR
-from stages.validate import Split, validate
+from stages.image_folder import FolderSource
+from stages.paths import DATA_REPORT, PREPARED_DIR
+from stages.sources import MnistSource, Source
+from stages.validate import (
+    check_balance,
+    check_every_class_present,
+    duplicates_within,
+    leakage_error,
+    leaked,
+    pixel_digest,
+)
+
+SPOOL = ".spool"
+SPOOL_CHUNK = 8 * 2**20  # bytes of the spool read at once
+TEST_KEY, VALIDATION_KEY, ORDER_KEY = 1, 2, 3  # what a content key decides
 
 
-def load_raw(raw_dir: Path) -> tuple[Split, Split]:
-    """Parse the four IDX files of ``raw_dir`` into the train and test splits, images with a
-    channel axis (``[N, 28, 28, 1]``)."""
-
-    def images(raw):
-        return read_idx(raw_dir / raw.name, IMAGES_NDIM)[..., np.newaxis]
-
-    def labels(raw):
-        return read_idx(raw_dir / raw.name, LABELS_NDIM)
-
-    train = Split("train", images(TRAIN_IMAGES), labels(TRAIN_LABELS))
-    test = Split("test", images(TEST_IMAGES), labels(TEST_LABELS))
-    return train, test
+def open_source(data: DataParams, root: Path = Path()) -> Source:
+    """The source ``params.yaml`` names, its folder taken from ``root``."""
+    if data.source == "mnist":
+        return MnistSource(root / data.folder)
+    return FolderSource(root / data.folder, (*data.image_size, data.channels))
 
 
-def raw_checksums(raw_dir: Path) -> dict[str, dict]:
-    """md5 of each raw file and whether it is the pinned one (it is, unless data/raw was edited)."""
-    checksums = {}
-    for raw in RAW_FILES:
-        md5 = hashlib.md5((raw_dir / raw.name).read_bytes(), usedforsecurity=False).hexdigest()
-        checksums[raw.name] = {"md5": md5, "pinned": md5 == raw.md5}
-    return checksums
+def content_keys(digests: np.ndarray, seed: int, purpose: int) -> np.ndarray:
+    """A seeded pseudo-random 64-bit key per image, a function of its pixels only (splitmix64
+    of the digest): sorting by it shuffles, whatever order the source lists the images in."""
+    with np.errstate(over="ignore"):
+        z = digests + np.uint64((seed * 4 + purpose) * 0x9E3779B97F4A7C15 % 2**64)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
 
 
-def content_checksum(checksums: dict[str, dict]) -> str:
-    """One checksum of the source's content: sha256 over each raw file's name and md5."""
-    listing = "".join(f"{name} {entry['md5']}\n" for name, entry in sorted(checksums.items()))
-    return hashlib.sha256(listing.encode()).hexdigest()
+def by_key(indices: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """``indices`` sorted by their keys (ties by index)."""
+    return indices[np.lexsort((indices, keys[indices]))]
 
 
 def stratified_split(
-    labels: np.ndarray, fraction: float, seed: int
+    labels: np.ndarray, fraction: float, keys: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of (train, validation): ``fraction`` of every class, chosen by a seeded shuffle.
+    """Indices of (kept, held out): ``fraction`` of every class, the ones with the lowest keys.
 
-    Both index arrays are sorted, so the output keeps the raw order and depends only on the seed.
+    Both index arrays are sorted.
     """
-    rng = np.random.default_rng(seed)
     held_out = []
     for label in np.unique(labels):
-        members = np.flatnonzero(labels == label)
-        count = round(len(members) * fraction)
-        held_out.append(rng.permutation(members)[:count])
-    validation = np.sort(np.concatenate(held_out))
-    train = np.setdiff1d(np.arange(len(labels)), validation, assume_unique=True)
-    return train, validation
+        members = by_key(np.flatnonzero(labels == label), keys)
+        held_out.append(members[: round(len(members) * fraction)])
+    held = np.sort(np.concatenate(held_out)) if held_out else np.zeros(0, np.int64)
+    kept = np.setdiff1d(np.arange(len(labels)), held, assume_unique=True)
+    return kept, held
+
+
+@dataclass(frozen=True)
+class Part:
+    """One prepared split: which source split its examples come from, in their final order."""
+
+    source_split: str
+    members: np.ndarray  # indices into the source split; position i holds members[i]
+
+
+def split_plan(
+    labels: dict[str, np.ndarray], digests: dict[str, np.ndarray], params: PrepareParams
+) -> dict[str, Part]:
+    """Where every example goes: train, validation and test, each in its seeded order."""
+    train_digests = digests["train"]
+    pool = np.arange(len(labels["train"]))
+    if "test" in labels:
+        test = Part("test", np.arange(len(labels["test"])))
+    else:
+        keys = content_keys(train_digests, params.seed, TEST_KEY)
+        kept, held = stratified_split(labels["train"], params.test_fraction, keys)
+        test, pool = Part("train", held), kept
+    keys = content_keys(train_digests[pool], params.seed, VALIDATION_KEY)
+    fit, validation = stratified_split(labels["train"][pool], params.validation_fraction, keys)
+    parts = {
+        "train": Part("train", pool[fit]),
+        "validation": Part("train", pool[validation]),
+        "test": test,
+    }
+    return {
+        name: Part(part.source_split, by_key(part.members, order_keys(digests, part, params.seed)))
+        for name, part in parts.items()
+    }
+
+
+def order_keys(digests: dict[str, np.ndarray], part: Part, seed: int) -> np.ndarray:
+    return content_keys(digests[part.source_split], seed, ORDER_KEY)
+
+
+def spool_images(
+    source: Source, labels: dict[str, np.ndarray], shape: tuple[int, ...], spool: Path
+) -> dict[str, np.ndarray]:
+    """Pass one: decode and check every image, append its record to ``spool`` (source order);
+    return each source split's pixel digests."""
+    digests = {}
+    with spool.open("wb") as out:
+        for split, split_labels in labels.items():
+            digests[split] = np.zeros(len(split_labels), np.uint64)
+            count = 0
+            for index, image in enumerate(source.images(split)):
+                if image.shape != shape:
+                    raise StageError(
+                        f"{source.example_name(split, index)} is {image.shape}, expected {shape}"
+                    )
+                if not image.any():
+                    raise StageError(
+                        f"{source.example_name(split, index)} is an empty (all-zero) image;"
+                        " remove it"
+                    )
+                pixels = image.tobytes()
+                digests[split][index] = pixel_digest(pixels)
+                out.write(bytes((int(split_labels[index]),)) + pixels)
+                count = index + 1
+            if count != len(split_labels):
+                raise StageError(
+                    f"{source.name}: {split} listed {len(split_labels)} images, read {count}"
+                )
+    return digests
+
+
+def write_parts(
+    spool: Path,
+    directory: Path,
+    labels: dict[str, np.ndarray],
+    plan: dict[str, Part],
+    shape: tuple[int, int, int],
+) -> dict[str, dict]:
+    """Pass two: copy each spooled record to its place; return per split its pixel mean and the
+    mean border pixel of its images."""
+    record_bytes = 1 + int(np.prod(shape))
+    per_shard = shard_capacity(shape)
+    # Destination of each spooled record: (split index, position), in spool order.
+    offsets = np.cumsum([0, *(len(split_labels) for split_labels in labels.values())])
+    start = dict(zip(labels, offsets[:-1].tolist(), strict=True))
+    target = np.full(offsets[-1], -1, np.int8)  # 5 bytes an image: the plan, not the images
+    position = np.zeros(offsets[-1], np.int32)
+    for number, name in enumerate(SPLITS):
+        part = plan[name]
+        target[start[part.source_split] + part.members] = number
+        position[start[part.source_split] + part.members] = np.arange(len(part.members))
+    writers = [
+        SplitWriter(directory / name, len(plan[name].members), record_bytes, per_shard)
+        for name in SPLITS
+    ]
+    pixel_sums, border_total = np.zeros(len(SPLITS)), np.zeros(len(SPLITS))
+    done = 0
+    with spool.open("rb") as stream:
+        while chunk := stream.read(SPOOL_CHUNK // record_bytes * record_bytes or record_bytes):
+            records = np.frombuffer(chunk, np.uint8).reshape(-1, record_bytes)
+            where = target[done : done + len(records)]
+            for record, split_number, slot in zip(
+                records, where, position[done : done + len(records)], strict=True
+            ):
+                writers[split_number].write(int(slot), record.tobytes())
+            images = records[:, 1:].reshape(-1, *shape)
+            pixel_sums += np.bincount(where, images.mean(axis=(1, 2, 3)), minlength=len(SPLITS))
+            border_total += np.bincount(where, border_sums(images), minlength=len(SPLITS))
+            done += len(records)
+    for writer in writers:
+        writer.close()
+    sizes = [max(1, len(plan[name].members)) for name in SPLITS]
+    return {
+        name: {"pixel_mean": pixel_sums[n] / sizes[n], "border": border_total[n] / sizes[n]}
+        for n, name in enumerate(SPLITS)
+    }
 
 
 def prepare(
-    raw_dir: Path, prepared_dir: Path, report_file: Path, params: PrepareParams, data: DataParams
+    source: Source,
+    prepared_dir: Path,
+    report_file: Path,
+    params: PrepareParams,
+    shape: tuple[int, int, int],
 ) -> dict:
-    """Validate, split and write; return the validation report.
-
-    ``data`` says what the images must be: the source (only ``mnist`` so far) and the shape
-    (for MNIST, ``params.yaml`` validation allows only its own, 28x28 grayscale).
-    """
-    train, test = load_raw(raw_dir)
-    shape = (*data.image_size, data.channels)
-    assert data.source == SOURCE and shape == IMAGE_SHAPE  # parse_params allows nothing else
-    report = validate(train, test, params, shape, len(CLASSES))
-    report["raw_files"] = raw_checksums(raw_dir)
-    fit_idx, val_idx = stratified_split(train.labels, params.validation_fraction, params.seed)
-    report["split"] = {"train": len(fit_idx), "validation": len(val_idx), "seed": params.seed}
-    splits = {
-        "train": (train.images[fit_idx], train.labels[fit_idx]),
-        "validation": (train.images[val_idx], train.labels[val_idx]),
-        "test": (test.images, test.labels),
-    }
-    dataset = describe(SOURCE, content_checksum(report["raw_files"]), CLASSES, splits)
+    """Check, split and write; return the data report. Nothing is written unless all is well."""
+    labels = source.labels()
     with atomic_path(prepared_dir) as staged:
-        write_prepared(staged, dataset, splits)
+        staged.mkdir()
+        spool = staged / SPOOL
+        digests = spool_images(source, labels, shape, spool)
+        plan = split_plan(labels, digests, params)
+        part_labels = {n: labels[p.source_split][p.members] for n, p in plan.items()}
+        part_digests = {n: digests[p.source_split][p.members] for n, p in plan.items()}
+        counts = {n: class_counts(part_labels[n], source.classes) for n in SPLITS}
+        check_every_class_present(counts, params)
+        imbalance = check_balance(counts["train"], params)
+        training = np.concatenate([part_digests["train"], part_digests["validation"]])
+        leaks = leaked(part_digests["test"], training)
+        if len(leaks) > params.max_train_test_duplicates:
+            test = plan["test"]
+            first = np.sort(test.members[leaks])[:3]  # in the source's order
+            names = [source.example_name(test.source_split, int(index)) for index in first]
+            raise leakage_error(names, len(leaks), params)
+        means = write_parts(spool, staged, labels, plan, shape)
+        spool.unlink()
+        dataset = Dataset(
+            source.name,
+            *shape,
+            source.classes,
+            counts,
+            source.checksum(),
+            background_of(means["train"]["border"]),
+            shard_capacity(shape),
+        )
+        write_contract(staged, dataset)
+    report = {
+        "source": source.report(),
+        "split": {
+            **{name: len(part.members) for name, part in plan.items()},
+            "seed": params.seed,
+            "test_from": "source" if "test" in labels else "prepare.test_fraction",
+        },
+        **{
+            name: {
+                "count": len(plan[name].members),
+                "class_counts": counts[name],
+                "duplicate_images": duplicates_within(part_digests[name]),
+                "pixel_mean": round(float(means[name]["pixel_mean"]), 4),
+            }
+            for name in SPLITS
+        },
+        "class_imbalance": round(imbalance, 4),
+        "train_test_duplicates": len(leaks),
+    }
     write_json(report_file, report)
     return report
 
 
 def main() -> None:
     config = load_params()
-    report = prepare(RAW_DIR, PREPARED_DIR, DATA_REPORT, config.prepare, config.data)
+    shape = (*config.data.image_size, config.data.channels)
+    report = prepare(open_source(config.data), PREPARED_DIR, DATA_REPORT, config.prepare, shape)
     split = report["split"]
     print(
-        f"prepare: train {split['train']}, validation {split['validation']}, test"
-        f" {report['test']['count']}; train/test duplicates {report['train_test_duplicates']}"
+        f"prepare: {report['source']['name']}: train {split['train']}, validation"
+        f" {split['validation']}, test {split['test']}; train/test duplicates"
+        f" {report['train_test_duplicates']}"
     )
 
 

@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw, ImageFont
 from stages.artifacts import atomic_path, write_json
 from stages.cli import run_stage
 from stages.config import TestParams, load_params
-from stages.datasets import load_dataset, load_split
+from stages.datasets import load_dataset, read_examples, read_labels
 from stages.keras_io import load_model
 from stages.paths import (
     CONFUSION_PLOT,
@@ -34,6 +34,7 @@ from stages.paths import (
     TRAINED_MODEL,
     WORST_PLOT,
 )
+from stages.streams import split_batches
 
 PREDICT_BATCH = 1000
 TILE_PIXELS = 84  # a misclassified image's side in the grid, at least (MNIST's 28 x 3)
@@ -117,18 +118,21 @@ def as_picture(image: np.ndarray) -> Image.Image:
     return Image.fromarray(image[..., 0]) if image.shape[-1] == 1 else Image.fromarray(image, "RGB")
 
 
-def worst_misclassified_grid(
-    images: np.ndarray,
-    labels: np.ndarray,
-    probabilities: np.ndarray,
-    count: int,
-    classes: tuple[str, ...],
-) -> Image.Image:
-    """The ``count`` most confident wrong predictions, captioned "<true> as <predicted> <conf>"."""
+def most_confident_errors(labels: np.ndarray, probabilities: np.ndarray, count: int) -> np.ndarray:
+    """Indices of the ``count`` wrong predictions made with the highest confidence."""
     predicted = probabilities.argmax(axis=1)
     wrong = np.flatnonzero(predicted != labels)
     confidence = probabilities[wrong, predicted[wrong]]
-    chosen = wrong[np.argsort(-confidence, kind="stable")][:count]
+    return wrong[np.argsort(-confidence, kind="stable")][:count]
+
+
+def worst_misclassified_grid(
+    images: np.ndarray, labels: np.ndarray, probabilities: np.ndarray, classes: tuple[str, ...]
+) -> Image.Image:
+    """The given wrong predictions (``most_confident_errors``), each captioned "<true> as
+    <predicted> <confidence>"."""
+    predicted = probabilities.argmax(axis=1)
+    chosen = range(len(images))
     height, width = images.shape[1:3]
     scale = max(1, -(-TILE_PIXELS // width))
     caption, columns = 14, 6
@@ -160,10 +164,12 @@ def evaluate(
     worst_file: Path = WORST_PLOT,
 ) -> tuple[dict, list[str]]:
     """Evaluate; write metrics, report and plots; return the metrics and the failed gates."""
-    classes = load_dataset(prepared_dir).classes
-    images, labels = load_split("test", prepared_dir)
+    dataset = load_dataset(prepared_dir)
+    classes = dataset.classes
+    labels = read_labels(dataset, prepared_dir, "test")
     model = load_model(model_file)
-    probabilities = model.predict(images, batch_size=PREDICT_BATCH, verbose=0)
+    images = split_batches(dataset, prepared_dir, "test", PREDICT_BATCH)
+    probabilities = model.predict(images.map(lambda batch, _: batch), verbose=0)
     details = classification_metrics(labels, probabilities, classes)
     failures = gate_failures(details, params)
     metrics = {  # the experiments table's columns, in this order (`dvc exp show`)
@@ -177,8 +183,12 @@ def evaluate(
     write_json(report_file, {**details, "gate": {"passed": not failures, "failures": failures}})
     write_json(confusion_file, confusion_rows(labels, probabilities.argmax(axis=1), classes))
     with atomic_path(worst_file) as staged:
+        worst = most_confident_errors(labels, probabilities, params.worst_examples)
         grid = worst_misclassified_grid(
-            images, labels, probabilities, params.worst_examples, classes
+            read_examples(dataset, prepared_dir, "test", worst),
+            labels[worst],
+            probabilities[worst],
+            classes,
         )
         grid.save(staged, format="PNG")
     return metrics, failures

@@ -1,4 +1,5 @@
-"""Stage ``train``: fit the built model on the prepared arrays; log every epoch with DVCLive.
+"""Stage ``train``: fit the built model on the prepared splits, streamed shard by shard
+(``stages/streams.py``); log every epoch with DVCLive.
 
 Deterministic: seeded, TensorFlow op determinism on, and each epoch's example order a pure function
 of ``(train.seed, epoch)``. That last point is what makes resuming exact: after every epoch the
@@ -31,7 +32,7 @@ from stages import devices, runtime
 from stages.artifacts import remove, write_json
 from stages.cli import StageError, run_stage
 from stages.config import TrainParams, load_params
-from stages.datasets import CONTRACT_FILE, load_dataset, load_split
+from stages.datasets import CONTRACT_FILE, load_dataset
 from stages.keras_io import load_model, save_model
 from stages.paths import (
     PREPARED_DIR,
@@ -41,46 +42,7 @@ from stages.paths import (
     TRAINED_MODEL,
     UNTRAINED_MODEL,
 )
-
-
-def one_hot(labels: tf.Tensor | np.ndarray, num_classes: int) -> tf.Tensor:
-    """Class indices as the one-hot rows the loss takes (label smoothing needs whole rows)."""
-    return tf.one_hot(labels, num_classes)
-
-
-def training_batches(
-    images: np.ndarray,
-    labels: np.ndarray,
-    batch_size: int,
-    seed: int,
-    first_epoch: int,
-    epochs: int,
-    num_classes: int,
-) -> tf.data.Dataset:
-    """Batches for epochs ``first_epoch .. epochs-1``, each epoch in its own seeded order.
-
-    The order is drawn with a stateless shuffle keyed on ``(seed, epoch)`` rather than from a
-    stateful shuffle buffer, so epoch 5 is the same whether or not epochs 0-4 ran in this process.
-    """
-    images_t, labels_t = tf.constant(images), tf.constant(labels)
-    count = len(labels)
-
-    def epoch_order(epoch: tf.Tensor) -> tf.data.Dataset:
-        key = tf.stack([tf.constant(seed, tf.int64), epoch])
-        order = tf.random.experimental.stateless_shuffle(tf.range(count), seed=key)
-        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
-
-    return (
-        tf.data.Dataset.range(first_epoch, epochs)
-        .flat_map(epoch_order)
-        .map(
-            lambda batch: (
-                tf.gather(images_t, batch),
-                one_hot(tf.gather(labels_t, batch), num_classes),
-            )
-        )
-        .prefetch(2)
-    )
+from stages.streams import one_hot, split_batches, training_batches
 
 
 def learning_rate_schedule(
@@ -217,13 +179,11 @@ def train(
         strategy = devices.make_strategy(devices.choose_strategy(gpus))
     replicas = strategy.num_replicas_in_sync
     global_batch = params.batch_size * replicas
-    num_classes = load_dataset(prepared_dir).num_classes
-    train_x, train_y = load_split("train", prepared_dir)
-    val_x, val_y = load_split("validation", prepared_dir)
+    dataset = load_dataset(prepared_dir)
     inputs = [untrained_model, prepared_dir / CONTRACT_FILE] + [
-        prepared_dir / split / f"{array}.npy"
+        path
         for split in ("train", "validation")
-        for array in ("images", "labels")
+        for path in dataset.shard_paths(prepared_dir, split)
     ]
     with strategy.scope():  # variables (model, optimizer slots) are created per replica
         model = load_model(untrained_model)
@@ -236,7 +196,7 @@ def train(
         if resumed:
             model, history = resumed
             print(f"train: resuming after epoch {len(history)} of {params.epochs}")
-        steps_per_epoch = math.ceil(len(train_y) / global_batch)
+        steps_per_epoch = math.ceil(dataset.size("train") / global_batch)
         model.optimizer.learning_rate = learning_rate_schedule(peak_rate, params, steps_per_epoch)
 
     live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None)
@@ -247,13 +207,14 @@ def train(
 
     model.fit(
         training_batches(
-            train_x, train_y, global_batch, params.seed, len(history), params.epochs, num_classes
+            dataset, prepared_dir, global_batch, params.seed, len(history), params.epochs
         ),
         epochs=params.epochs,
         initial_epoch=len(history),
         steps_per_epoch=steps_per_epoch,
-        validation_data=(val_x, one_hot(val_y, num_classes)),
-        validation_batch_size=global_batch,
+        validation_data=split_batches(dataset, prepared_dir, "validation", global_batch).map(
+            lambda images, labels: (images, one_hot(labels, dataset.num_classes))
+        ),
         shuffle=False,  # the dataset is already in its seeded per-epoch order
         callbacks=[StopOnNaN(), Checkpoint(state, history), logger, *extra_callbacks],
         verbose=2,

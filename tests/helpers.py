@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from stages.datasets import describe, write_prepared
+from stages.datasets import write_splits
 from stages.mnist import CLASSES, SOURCE
 from testbed.repo import REPO_ROOT
 
@@ -71,7 +71,7 @@ def write_prepared_subset(directory: Path, train: int, validation: int, test: in
         "validation": (images[train : train + validation], labels[train : train + validation]),
         "test": (test_images[:test], test_labels[:test]),
     }
-    write_prepared(directory, describe(SOURCE, "a subset", CLASSES, parts), parts)
+    write_splits(directory, SOURCE, "a subset", CLASSES, parts)
     return directory
 
 
@@ -108,3 +108,30 @@ def error_line(result: subprocess.CompletedProcess) -> str:
     lines = [line for line in result.stderr.splitlines() if ": error: " in line]
     assert lines, f"no error line in stderr:\n{result.stderr[-2000:]}"
     return lines[-1]
+
+
+def saved_model_cli_run(export: Path, images: np.ndarray, directory: Path) -> dict:
+    """TensorFlow's own ``saved_model_cli run`` of ``serving_default`` (a TF1 session, as
+    TensorFlow Serving loads it): its ``class_index``, ``class_name`` (decoded) and
+    ``probabilities``."""
+    directory.mkdir()
+    np.save(directory / "images.npy", images)
+    command = [str(Path(sys.executable).parent / "saved_model_cli"), "run", "--dir", str(export)]
+    command += ["--tag_set", "serve", "--signature_def", "serving_default"]
+    command += ["--inputs", f"images={directory / 'images.npy'}", "--outdir", str(directory)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    names = np.load(directory / "class_name.npy", allow_pickle=True)  # strings: an object array
+    return {
+        "class_index": np.load(directory / "class_index.npy"),
+        "class_name": [name.decode() for name in names],
+        "probabilities": np.load(directory / "probabilities.npy"),
+    }
+
+
+def readme_commands(section: str, readme: Path = REPO_ROOT / "README.md") -> list[str]:
+    """The commands of the first ``bash`` block under the README heading ``## <section>``."""
+    text = readme.read_text()
+    body = text.split(f"\n## {section}\n", 1)[1]
+    block = body.split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines() if line.strip()]

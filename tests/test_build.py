@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from stages.config import BuildParams
-from stages.datasets import describe, write_prepared
+from stages.datasets import write_splits
 from stages.keras_io import FIXED_SAVE_DATE, load_model, renumber_shared_objects, save_model
 from stages.mnist import MNIST_MODEL_IO
 from stages.model import build_model
@@ -144,8 +144,7 @@ def test_the_stage_builds_for_the_prepared_datasets_shape_and_classes(tmp_path: 
     write_params(tmp_path, fast_params())
     images = np.zeros((3, 32, 40, 3), np.uint8)
     splits = {"train": (images, np.array([0, 1, 2], np.uint8))}
-    dataset = describe("a-folder", "sum", ("cat", "dog", "owl"), splits)
-    write_prepared(tmp_path / "data/prepared", dataset, splits)
+    write_splits(tmp_path / "data/prepared", "folder", "sum", ("cat", "dog", "owl"), splits)
     result = run_module("build", tmp_path)
     assert result.returncode == 0, result.stderr
     model = load_model(tmp_path / "models/untrained.keras")

@@ -11,9 +11,11 @@ import pytest
 from PIL import Image
 
 from stages.config import TestParams
+from stages.datasets import load_split
 from stages.test import (
     classification_metrics,
     gate_failures,
+    most_confident_errors,
     worst_misclassified_grid,
 )
 from testbed.repo import write_params
@@ -83,13 +85,16 @@ def test_worst_grid_shows_most_confident_errors_first() -> None:
     probabilities[[1, 3]] = np.eye(10)[1] * 0.7 + np.eye(10)[0] * 0.3
     probabilities[3] = np.eye(10)[1] * 0.9 + np.eye(10)[0] * 0.1
     labels = np.zeros(5, np.int64)
-    grid = worst_misclassified_grid(images, labels, probabilities, 10, CLASSES)
+    worst = most_confident_errors(labels, probabilities, 10)
+    assert worst.tolist() == [3, 1]
+    grid = worst_misclassified_grid(images[worst], labels[worst], probabilities[worst], CLASSES)
     assert grid.size == (6 * 84, 84 + 14)  # two errors fit one row of six 84-pixel tiles
     pixels = np.asarray(grid)
     # shown as they are (white row on black): first tile image 3 (90% sure), then image 1 (70%)
     assert pixels[3 * 3, 5] == 255 and pixels[1 * 3, 5] == 0
     assert pixels[1 * 3, 84 + 5] == 255 and pixels[3 * 3, 84 + 5] == 0
-    empty = worst_misclassified_grid(images, labels, np.tile(np.eye(10)[[0]], (5, 1)), 10, CLASSES)
+    none = most_confident_errors(labels, np.tile(np.eye(10)[[0]], (5, 1)), 10)
+    empty = worst_misclassified_grid(images[none], labels[none], probabilities[none], CLASSES)
     assert empty.size == (6 * 84, 84 + 14)
 
 
@@ -118,7 +123,7 @@ def test_stage_passes_and_writes_everything(tmp_path: Path, trained_workspace: P
     assert result.stdout.rstrip().endswith("quality gate passed")
     rows = json.loads((directory / "plots/confusion.json").read_text())
     assert len(rows) == 1000
-    labels = np.load(directory / "data/prepared/test/labels.npy")
+    labels = load_split("test", directory / "data/prepared")[1]
     assert [row["actual"] for row in rows] == [str(label) for label in labels]
     correct = sum(row["actual"] == row["predicted"] for row in rows)
     assert correct / 1000 == pytest.approx(metrics["accuracy"])

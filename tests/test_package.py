@@ -7,8 +7,6 @@ import hashlib
 import json
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +23,13 @@ from stages.mnist import CLASSES as MNIST_CLASSES
 from stages.predict import load_image, trained_on
 from stages.session_loader import run_signature_in_session
 from testbed.repo import REPO_ROOT, write_params
-from tests.helpers import error_line, fast_params, read_shared_mnist, run_module
+from tests.helpers import (
+    error_line,
+    fast_params,
+    read_shared_mnist,
+    run_module,
+    saved_model_cli_run,
+)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +68,7 @@ def test_serving_signature_takes_raw_uint8_images(packaged: Path) -> None:
     assert outputs["class_index"].dtype == tf.int32
     assert outputs["class_name"].dtype == tf.string
 
-    images = np.load(packaged / "data/prepared/test/images.npy")[:200]
+    images = load_split("test", packaged / "data/prepared", limit=200)[0]
     served = signature(images=tf.constant(images))
     expected = load_model(packaged / "models/model.keras").predict(images, verbose=0)
     np.testing.assert_array_equal(served["class_index"].numpy(), expected.argmax(axis=1))
@@ -77,7 +81,7 @@ def test_export_predicts_in_batches_with_the_same_result(
     packaged: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Batches bound the memory of predicting (one 10,000-image call peaked at 1.8 GB)."""
-    images = np.load(packaged / "data/prepared/test/images.npy")[:250]
+    images = load_split("test", packaged / "data/prepared", limit=250)[0]
     whole = stages.package.predict_with_export(packaged / "dist/mnist/1", images)
     monkeypatch.setattr(stages.package, "PREDICT_BATCH", 100)  # 100, 100, 50
     batched = stages.package.predict_with_export(packaged / "dist/mnist/1", images)
@@ -87,18 +91,10 @@ def test_export_predicts_in_batches_with_the_same_result(
 
 
 def saved_model_cli_classes(export: Path, images: np.ndarray, directory: Path) -> np.ndarray:
-    """TensorFlow's own ``saved_model_cli run``: a TF1 session, as TensorFlow Serving loads."""
-    directory.mkdir()
-    np.save(directory / "images.npy", images)
-    command = [str(Path(sys.executable).parent / "saved_model_cli"), "run", "--dir", str(export)]
-    command += ["--tag_set", "serve", "--signature_def", "serving_default"]
-    command += ["--inputs", f"images={directory / 'images.npy'}", "--outdir", str(directory)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    names = np.load(directory / "class_name.npy", allow_pickle=True)  # strings: an object array
-    indices = np.load(directory / "class_index.npy")
-    assert [name.decode() for name in names] == [str(index) for index in indices]
-    return indices
+    """The class indices ``saved_model_cli run`` gives, checked against the names it gives."""
+    outputs = saved_model_cli_run(export, images, directory)
+    assert outputs["class_name"] == [str(index) for index in outputs["class_index"]]
+    return outputs["class_index"]
 
 
 def test_saved_model_cli_serves_the_export_and_names_the_real_digits(
@@ -122,7 +118,7 @@ def test_saved_model_cli_serves_the_export_and_names_the_real_digits(
 
 
 def test_session_loader_gives_the_tf2_loaders_results_in_any_batch_size(packaged: Path) -> None:
-    images = np.load(packaged / "data/prepared/test/images.npy")[:10]
+    images = load_split("test", packaged / "data/prepared", limit=10)[0]
     export = packaged / "dist/mnist/1"
     reference = stages.package.predict_with_export(export, images)
     for batch_size in (1, 4, 10):  # 4: the last batch is partial
@@ -141,7 +137,7 @@ def test_model_card(packaged: Path, shared_mnist: Path) -> None:
     assert card["metrics"]["per_class"] == test_report["per_class"]
     assert card["params"]["train"]["epochs"] == 2
     # the checksums of the MNIST files the package was made from, computed here from the files
-    assert card["data"]["raw_files_md5"] == {
+    assert {name: entry["md5"] for name, entry in card["data"]["source"]["files"].items()} == {
         archive.name.removesuffix(".gz"): hashlib.md5(
             gzip.decompress(archive.read_bytes())
         ).hexdigest()
@@ -363,7 +359,7 @@ def test_load_image_brings_files_to_the_training_images_form(
     """Grayscale, the dataset's size, and dark-bordered like MNIST (a digit on paper inverted)."""
     dataset = trained_on(packaged / "dist/mnist/1")
     assert dataset["background"] == "dark" and dataset["channels"] == 1
-    digit = np.load(packaged / "data/prepared/test/images.npy")[0]
+    digit = load_split("test", packaged / "data/prepared", limit=1)[0][0]
     Image.fromarray(digit[..., 0]).save(tmp_path / "mnist_style.png")
     Image.fromarray(255 - digit[..., 0]).save(tmp_path / "on_paper.png")
     np.testing.assert_array_equal(load_image(tmp_path / "mnist_style.png", dataset), digit)
@@ -417,7 +413,7 @@ def test_predict_reports_every_file_and_fails_if_any_did(tmp_path: Path, package
         (str(paths[1]), labels[1]),
     ]
     errors = [line for line in result.stderr.splitlines() if line.startswith("predict: error: ")]
-    assert errors[0].startswith(f"predict: error: {tmp_path / 'notes.txt'}: not a readable image")
+    assert errors[0].startswith(f"predict: error: {tmp_path / 'notes.txt'}: not an image")
     assert errors[1:] == [
         f"predict: error: {tmp_path / 'missing.png'}: no such file",
         "predict: error: 2 of 4 images could not be classified",

@@ -1,4 +1,4 @@
-"""The prepare stage: IDX parsing, validation (hard errors and soft findings), the split."""
+"""The prepare stage: IDX parsing, the MNIST source, the checks, the split and the shards."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from stages.cli import StageError
-from stages.config import DataParams, PrepareParams
-from stages.datasets import describe
+from stages.config import PrepareParams
+from stages.datasets import load_dataset, load_split
 from stages.idx import read_idx
-from stages.prepare import prepare, stratified_split
-from stages.validate import Split, validate
+from stages.prepare import content_keys, prepare, stratified_split
+from stages.sources import MnistSource
 from testbed.repo import REPO_ROOT, write_params
 from tests.helpers import (
     default_params,
@@ -28,26 +28,24 @@ from tests.helpers import (
 )
 
 TRAIN_COUNT, TEST_COUNT = 200, 50
+SHAPE = (28, 28, 1)
 
 
 def _params(**changes) -> PrepareParams:
-    values = default_params()["prepare"]
-    values.update(expected_train_count=TRAIN_COUNT, expected_test_count=TEST_COUNT, **changes)
-    return PrepareParams(**values)
+    return PrepareParams(**{**default_params()["prepare"], **changes})
 
 
-def _splits() -> tuple[Split, Split]:
+def _arrays() -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     train_x, train_y = synthetic_digits(TRAIN_COUNT, seed=1)
     test_x, test_y = synthetic_digits(TEST_COUNT, seed=2)
-    return Split("train", train_x[..., None], train_y), Split("test", test_x[..., None], test_y)
+    return (train_x[..., None], train_y), (test_x[..., None], test_y)
 
 
-def _data() -> DataParams:
-    return DataParams(**default_params()["data"])
-
-
-def _validate(train: Split, test: Split, params: PrepareParams) -> dict:
-    return validate(train, test, params, (28, 28, 1), 10)
+def _prepare(tmp_path: Path, train, test, **changes) -> dict:
+    raw = write_raw_dir(tmp_path / "raw", train, test)
+    return prepare(
+        MnistSource(raw), tmp_path / "prepared", tmp_path / "report.json", _params(**changes), SHAPE
+    )
 
 
 # --- IDX -------------------------------------------------------------------------------------
@@ -86,118 +84,148 @@ def test_read_idx_rejects_bad_files(tmp_path: Path, content: bytes, message: str
         read_idx(path, 3)
 
 
-# --- validation ------------------------------------------------------------------------------
+# --- the split ------------------------------------------------------------------------------
 
 
-def test_report_of_clean_data() -> None:
-    train, test = _splits()
-    report = _validate(train, test, _params())
-    assert report["train"]["count"] == TRAIN_COUNT
-    assert report["train"]["class_counts"] == [20] * 10
-    assert report["train"]["class_imbalance"] == 1.0
-    assert report["test"]["class_counts"] == [5] * 10
-    assert report["train_test_duplicates"] == 0
-    assert report["train"]["duplicate_images"] == 0
-    assert report["train"]["pixel_mean"] == pytest.approx(train.images.mean(), abs=1e-3)
-
-
-def test_soft_findings_are_reported_not_fatal() -> None:
-    train, test = _splits()
-    train.images[7] = train.images[3]  # a duplicate within train
-    test.images[4] = train.images[10]  # a leaked test image, tolerated by the params below
-    report = _validate(train, test, _params(max_train_test_duplicates=1))
-    assert report["train"]["duplicate_images"] == 1
-    assert report["train_test_duplicates"] == 1
-
-
-def test_hard_errors_are_all_named() -> None:
-    train, test = _splits()
-    train.labels[17] = 10
-    train.images[5] = 0
-    test_short = Split("test", test.images[:-1], test.labels[:-1])
-    with pytest.raises(StageError) as error:
-        _validate(train, test_short, _params())
-    message = str(error.value)
-    assert "train has 1 labels outside 0-9 (first at index 17: 10)" in message
-    assert "train has 1 empty (all-zero) images, at indices [5]" in message
-    assert "test has 49 examples, expected 50 (prepare.expected_test_count)" in message
-
-
-def test_leakage_and_imbalance_are_errors_beyond_their_limits() -> None:
-    train, test = _splits()
-    test.images[4] = train.images[10]
-    train.labels[train.labels == 9] = 8  # class 9 vanishes
-    with pytest.raises(StageError) as error:
-        _validate(train, test, _params())
-    message = str(error.value)
-    assert "train class imbalance inf" in message
-    assert "1 test images also appear in train (leakage), e.g. test indices [4]" in message
-
-
-# --- split -----------------------------------------------------------------------------------
-
-
-def test_stratified_split_is_seeded_disjoint_and_proportional() -> None:
+def test_stratified_split_is_keyed_disjoint_and_proportional() -> None:
     labels = np.repeat(
         np.arange(10, dtype=np.uint8), [100, 120, 80, 100, 100, 90, 110, 100, 100, 100]
     )
-    train, validation = stratified_split(labels, 0.1, seed=7)
-    assert len(set(train) & set(validation)) == 0
-    assert len(train) + len(validation) == len(labels)
-    assert np.bincount(labels[validation]).tolist() == [10, 12, 8, 10, 10, 9, 11, 10, 10, 10]
-    again_train, again_validation = stratified_split(labels, 0.1, seed=7)
-    np.testing.assert_array_equal(validation, again_validation)
-    np.testing.assert_array_equal(train, again_train)
-    _, other = stratified_split(labels, 0.1, seed=8)
-    assert not np.array_equal(validation, other)
+    digests = np.arange(len(labels), dtype=np.uint64) * np.uint64(7919)
+    kept, held = stratified_split(labels, 0.1, content_keys(digests, 7, 1))
+    assert len(set(kept) & set(held)) == 0 and len(kept) + len(held) == len(labels)
+    assert np.bincount(labels[held]).tolist() == [10, 12, 8, 10, 10, 9, 11, 10, 10, 10]
+    again = stratified_split(labels, 0.1, content_keys(digests, 7, 1))
+    np.testing.assert_array_equal(held, again[1])
+    assert not np.array_equal(held, stratified_split(labels, 0.1, content_keys(digests, 8, 1))[1])
 
 
-def test_prepare_writes_arrays_and_report(tmp_path: Path) -> None:
-    train, test = _splits()
-    raw = write_raw_dir(tmp_path / "raw", (train.images, train.labels), (test.images, test.labels))
-    report = prepare(raw, tmp_path / "prepared", tmp_path / "report.json", _params(), _data())
-    assert report["split"] == {"train": 180, "validation": 20, "seed": 42}
-    fit_labels = np.load(tmp_path / "prepared/train/labels.npy")
-    val_images = np.load(tmp_path / "prepared/validation/images.npy")
-    test_images = np.load(tmp_path / "prepared/test/images.npy")
-    assert fit_labels.dtype == np.uint8 and len(fit_labels) == 180
-    assert val_images.shape == (20, 28, 28, 1)
-    np.testing.assert_array_equal(test_images, test.images)
-    dataset = json.loads((tmp_path / "prepared/dataset.json").read_text())
-    assert dataset["source"] == "mnist" and dataset["classes"] == [str(d) for d in range(10)]
-    assert (dataset["height"], dataset["width"], dataset["channels"]) == (28, 28, 1)
-    assert dataset["counts"]["train"] == {str(d): 18 for d in range(10)}  # 20 a class, 10% held
-    assert dataset["counts"]["test"] == {str(d): 5 for d in range(10)}
-    assert dataset["counts"]["validation"] == {str(d): 2 for d in range(10)}
-    pinned = sorted(f"{name} {entry['md5']}" for name, entry in report["raw_files"].items())
-    assert dataset["checksum"] == hashlib.sha256(("\n".join(pinned) + "\n").encode()).hexdigest()
+def test_prepare_writes_shards_description_and_report(tmp_path: Path) -> None:
+    train, test = _arrays()
+    report = _prepare(tmp_path, train, test)
+    assert report["split"] == {
+        "train": 180,
+        "validation": 20,
+        "test": 50,
+        "seed": 42,
+        "test_from": "source",
+    }
+    prepared = tmp_path / "prepared"
+    dataset = load_dataset(prepared)
+    assert dataset.source == "mnist" and dataset.classes == tuple(str(d) for d in range(10))
+    assert dataset.input_shape == SHAPE
+    assert dataset.counts["train"] == {str(d): 18 for d in range(10)}  # 20 a class, 10% held
+    assert dataset.counts["validation"] == {str(d): 2 for d in range(10)}
+    assert dataset.counts["test"] == {str(d): 5 for d in range(10)}
+    assert sorted(p.name for p in (prepared / "train").iterdir()) == ["00000.bin"]
+    assert (prepared / "train/00000.bin").stat().st_size == 180 * (1 + 28 * 28)
+    # every image lands once, with its label: the splits are the source's examples, reordered
+    fit_x, fit_y = load_split("train", prepared)
+    val_x, val_y = load_split("validation", prepared)
+    test_x, _ = load_split("test", prepared)
+    source = {image.tobytes(): label for image, label in zip(*train, strict=True)}
+    assert {x.tobytes(): y for x, y in zip(fit_x, fit_y, strict=True)} | {
+        x.tobytes(): y for x, y in zip(val_x, val_y, strict=True)
+    } == source
+    assert sorted(x.tobytes() for x in test_x) == sorted(x.tobytes() for x in test[0])
+    assert not np.array_equal(test_x, test[0])  # shuffled, not copied through
+    files = {name: entry["md5"] for name, entry in report["source"]["files"].items()}
+    listing = "".join(f"{name} {md5}\n" for name, md5 in sorted(files.items()))
+    assert dataset.checksum == hashlib.sha256(listing.encode()).hexdigest()
+    assert report["source"]["files"]["train-labels-idx1-ubyte"]["pinned"] is False  # synthetic
+    assert json.loads((tmp_path / "report.json").read_text()) == json.loads(json.dumps(report))
 
-    written = json.loads((tmp_path / "report.json").read_text())
-    assert written["raw_files"]["train-labels-idx1-ubyte"]["pinned"] is False  # synthetic data
+
+def test_the_prepared_bytes_do_not_depend_on_the_sources_order(tmp_path: Path) -> None:
+    """Which split an image goes to, and where, follows from its pixels and the seed."""
+    train, test = _arrays()
+    _prepare(tmp_path / "a", train, test)
+    order = np.random.default_rng(0).permutation(TRAIN_COUNT)
+    _prepare(tmp_path / "b", (train[0][order], train[1][order]), test)
+    _prepare(tmp_path / "c", train, test, seed=43)
+
+    def shards(name: str) -> list[bytes]:
+        return [p.read_bytes() for p in sorted((tmp_path / name / "prepared").rglob("*.bin"))]
+
+    assert shards("a") == shards("b")
+    assert shards("a") != shards("c")
 
 
 @pytest.mark.parametrize(("border", "background"), [(0, "dark"), (255, "light")])
 def test_the_description_records_whether_the_training_images_borders_are_dark(
-    border: int, background: str
+    tmp_path: Path, border: int, background: str
 ) -> None:
-    images = np.full((4, 8, 8, 1), border, np.uint8)
-    images[:, 2:6, 2:6] = 255 - border  # the subject, in the middle
-    labels = np.array([0, 1, 0, 1], np.uint8)
-    splits = {"train": (images, labels), "test": (images[:2], labels[:2])}
-    dataset = describe("mnist", "sum", ("a", "b"), splits)
-    assert dataset.background == background
-    assert dataset.counts == {"train": {"a": 2, "b": 2}, "test": {"a": 1, "b": 1}}
-    assert dataset.input_shape == (8, 8, 1) and dataset.num_classes == 2
+    images = np.full((TRAIN_COUNT, 28, 28, 1), border, np.uint8)
+    images[:, 8:20, 8:20] = np.arange(TRAIN_COUNT, dtype=np.uint8)[:, None, None, None]
+    images[:, 10, 10] = 255 - border  # never all zero
+    labels = (np.arange(TRAIN_COUNT) % 10).astype(np.uint8)
+    test_images = images[:TEST_COUNT].copy()
+    test_images[:, 20:24, 20:24] = 255 - border  # unlike every training image
+    _prepare(tmp_path, (images, labels), (test_images, labels[:TEST_COUNT]))
+    assert load_dataset(tmp_path / "prepared").background == background
+
+
+# --- the checks ------------------------------------------------------------------------------
+
+
+def test_soft_findings_are_reported_not_fatal(tmp_path: Path) -> None:
+    train, test = _arrays()
+    train[0][7] = train[0][3]  # a duplicate within the training images
+    test[0][4] = train[0][10]  # a leaked test image, tolerated by the params below
+    report = _prepare(tmp_path, train, test, max_train_test_duplicates=1)
+    assert report["train"]["duplicate_images"] + report["validation"]["duplicate_images"] <= 1
+    assert report["train_test_duplicates"] == 1
+    assert report["class_imbalance"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (
+            lambda train, test: test[0].__setitem__(4, train[0][10]),
+            "1 test images also appear in train (leakage), e.g. {raw}/t10k-images-idx3-ubyte"
+            " image 4; remove them from one side or raise prepare.max_train_test_duplicates"
+            " (now 0)",
+        ),
+        (
+            lambda train, test: train[1].__setitem__(train[1] == 9, 8),
+            "class '9' has no training images (5 in all); add images of '9'",
+        ),
+        (
+            lambda train, test: train[0].__setitem__(5, 0),
+            "{raw}/train-images-idx3-ubyte image 5 is an empty (all-zero) image; remove it",
+        ),
+        (
+            lambda train, test: train[1].__setitem__(17, 10),
+            "{raw}/train-labels-idx1-ubyte: label 10 at index 17 is not a digit; run `dvc repro"
+            " fetch` again",
+        ),
+    ],
+    ids=["leakage", "missing-class", "empty-image", "label-10"],
+)
+def test_bad_data_is_one_line_and_nothing_is_written(tmp_path: Path, damage, message) -> None:
+    train, test = _arrays()
+    damage(train, test)
+    with pytest.raises(StageError) as error:
+        _prepare(tmp_path, train, test)
+    assert str(error.value) == message.format(raw=tmp_path / "raw")
+    assert not (tmp_path / "prepared").exists() and not (tmp_path / "report.json").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["raw"]  # no scratch left behind
+
+
+def test_imbalance_beyond_the_limit_is_an_error(tmp_path: Path) -> None:
+    train, test = _arrays()
+    train[1][:30] = 0  # class 0 grows to 47 examples, the others shrink
+    with pytest.raises(StageError, match=r"^train class imbalance \d\.\d{3} \(largest/smallest"):
+        _prepare(tmp_path, train, test)
 
 
 # --- the stage, run as DVC runs it -----------------------------------------------------------
 
 
-def _stage_dir(tmp_path: Path, train: Split, test: Split) -> Path:
-    raw = default_params()
-    raw["prepare"].update(expected_train_count=TRAIN_COUNT, expected_test_count=TEST_COUNT)
-    write_params(tmp_path, raw)
-    write_raw_dir(tmp_path / "data/raw", (train.images, train.labels), (test.images, test.labels))
+def _stage_dir(tmp_path: Path, train, test) -> Path:
+    write_params(tmp_path, default_params())
+    write_raw_dir(tmp_path / "data/raw", train, test)
     return tmp_path
 
 
@@ -215,23 +243,14 @@ RAW_FILES = [
 
 
 def test_stage_success(tmp_path: Path) -> None:
-    directory = _stage_dir(tmp_path, *_splits())
+    directory = _stage_dir(tmp_path, *_arrays())
     result = run_module("prepare", directory)
     assert result.returncode == 0, result.stderr
-    assert "prepare: train 180, validation 20, test 50" in result.stdout
-    assert len(_leftovers(directory)) == len(RAW_FILES) + 8  # 6 arrays, dataset.json, report
-
-
-def test_stage_label_10(tmp_path: Path) -> None:
-    train, test = _splits()
-    train.labels[3] = 10
-    directory = _stage_dir(tmp_path, train, test)
-    result = run_module("prepare", directory)
-    assert result.returncode == 1
-    assert error_line(result) == (
-        "prepare: error: invalid raw data: train has 1 labels outside 0-9 (first at index 3: 10)"
+    assert "prepare: mnist: train 180, validation 20, test 50" in result.stdout
+    assert _leftovers(directory) == sorted(
+        [*RAW_FILES, "reports/data_validation.json", "data/prepared/dataset.json"]
+        + [f"data/prepared/{split}/00000.bin" for split in ("train", "validation", "test")]
     )
-    assert _leftovers(directory) == RAW_FILES
 
 
 @pytest.mark.parametrize(
@@ -246,7 +265,7 @@ def test_stage_label_10(tmp_path: Path) -> None:
     ids=["truncated", "wrong-magic"],
 )
 def test_stage_damaged_idx(tmp_path: Path, damage, message: str) -> None:
-    directory = _stage_dir(tmp_path, *_splits())
+    directory = _stage_dir(tmp_path, *_arrays())
     path = directory / "data/raw/t10k-images-idx3-ubyte"
     path.write_bytes(damage(path.read_bytes()))
     result = run_module("prepare", directory)

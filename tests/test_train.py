@@ -19,12 +19,13 @@ from keras.optimizers import LossScaleOptimizer
 from stages import CPU_RECIPE
 from stages.cli import StageError
 from stages.config import TrainParams, parse_params
-from stages.datasets import load_split
+from stages.datasets import load_split, write_splits
 from stages.keras_io import load_model, save_model
 from stages.mnist import MNIST_MODEL_IO
 from stages.model import build_model
 from stages.runtime import FULL, MIXED
-from stages.train import learning_rate_schedule, train, training_batches
+from stages.streams import training_batches
+from stages.train import learning_rate_schedule, train
 from testbed.repo import REPO_ROOT, write_params
 from tests.helpers import fast_params, write_prepared_subset
 
@@ -34,28 +35,28 @@ def _train_params(**changes) -> TrainParams:
 
 
 def _epoch_batches(dataset) -> list[list[int]]:
-    return [images[:, 0, 0].numpy().tolist() for images, _ in dataset]
+    return [images[:, 0, 0, 0].numpy().tolist() for images, _ in dataset]
 
 
-def test_each_epoch_order_depends_only_on_seed_and_epoch() -> None:
+def test_each_epoch_order_depends_only_on_seed_and_epoch(tmp_path: Path) -> None:
     ids = np.arange(10, dtype=np.uint8)
-    images = np.repeat(ids, 28 * 28).reshape(10, 28, 28)  # pixel value = example id
-    labels = ids % 3
-    full = _epoch_batches(
-        training_batches(images, labels, 4, seed=1, first_epoch=0, epochs=3, num_classes=10)
-    )
+    images = np.repeat(ids, 28 * 28).reshape(10, 28, 28, 1)  # pixel value = example id
+    splits = {"train": (images, ids % 3)}
+    dataset = write_splits(tmp_path, "ids", "-", ("a", "b", "c"), splits, examples_per_shard=3)
+    assert len(dataset.shard_paths(tmp_path, "train")) == 4  # 3 + 3 + 3 + 1 records
+
+    def batches(seed: int, first_epoch: int, epochs: int) -> list[list[int]]:
+        return _epoch_batches(training_batches(dataset, tmp_path, 4, seed, first_epoch, epochs))
+
+    full = batches(seed=1, first_epoch=0, epochs=3)
     assert [len(b) for b in full] == [4, 4, 2] * 3  # batches never span two epochs
     epochs = [[i for batch in full[e : e + 3] for i in batch] for e in (0, 3, 6)]
     assert all(sorted(epoch) == list(range(10)) for epoch in epochs)
     assert epochs[0] != epochs[1]  # reshuffled every epoch
-    resumed = _epoch_batches(
-        training_batches(images, labels, 4, seed=1, first_epoch=1, epochs=3, num_classes=10)
-    )
-    assert resumed == full[3:]
-    other_seed = _epoch_batches(
-        training_batches(images, labels, 4, seed=2, first_epoch=0, epochs=1, num_classes=10)
-    )
-    assert other_seed != full[:3]
+    assert batches(seed=1, first_epoch=1, epochs=3) == full[3:]
+    assert batches(seed=2, first_epoch=0, epochs=1) != full[:3]
+    one_hot_labels = next(iter(training_batches(dataset, tmp_path, 10, 1, 0, 1)))[1].numpy()
+    assert one_hot_labels.shape == (10, 3) and one_hot_labels.sum() == 10
 
 
 def test_learning_rate_schedules() -> None:

@@ -1,0 +1,257 @@
+"""Cost as the data grows: ``prepare`` and one epoch of ``train`` on 1x, 4x and 16x MNIST's
+training set; write the numbers to benchmarks/DATA_SCALE.md.
+
+    MNIST_MIRROR=../shared/datasets/mnist .venv/bin/python -m benchmarks.data_scale
+
+The k-times set is MNIST's 60,000 training digits k times, copy j shifted by a pixel or two
+(``SHIFTS[j]``: no two copies alike), with MNIST's own test set. Each scale runs in a fresh git
+copy of this working tree: the stages as DVC runs them (``python -m stages.<name>``, default
+params but one epoch), each stage's wall time and peak RSS (its process tree, ``wait4``); then
+``dvc add``, ``dvc status`` and ``dvc push`` (to a local remote) of the prepared data, in a DVC
+repository of its own. Last, the folder source at 1x: the 60,000 training digits as PNG files,
+``dvc add`` of the folder, ``prepare`` (which then makes the test split) and ``dvc status``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from benchmarks.machine import busy_note, cpu_model
+from benchmarks.overheads import Measured, measure
+from stages.fetch import fetch_all
+from stages.idx import IMAGES_NDIM, LABELS_NDIM, read_idx
+from stages.mnist import RAW_FILES, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS
+from testbed.images import write_class_folders
+from testbed.repo import BIN, REPO_ROOT, copy_of_repository, git, write_params
+
+REPORT = REPO_ROOT / "benchmarks" / "DATA_SCALE.md"
+RESULTS = REPO_ROOT / "benchmarks" / "DATA_SCALE.json"
+SHIFTS = [(0, 0), (1, 0), (0, 1), (-1, 0), (0, -1), (1, 1), (-1, -1), (1, -1)]
+SHIFTS += [(-1, 1), (2, 0), (0, 2), (-2, 0), (0, -2), (2, 2), (-2, -2), (2, -2)]
+RSS_GOAL, TIME_GOAL = 0.15, 0.20  # at 16x against 1x: peak RSS within 15%, time/image within 20%
+STAGES = ("prepare", "build", "train")
+
+
+def idx_header(shape: tuple[int, ...]) -> bytes:
+    return bytes([0, 0, 0x08, len(shape)]) + np.array(shape, ">u4").tobytes()
+
+
+def write_scaled_raw(mnist_raw: Path, raw_dir: Path, scale: int) -> None:
+    """``data/raw`` with ``scale`` shifted copies of MNIST's training digits, written a copy at
+    a time, and MNIST's own test files."""
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    images = read_idx(mnist_raw / TRAIN_IMAGES.name, IMAGES_NDIM)
+    labels = read_idx(mnist_raw / TRAIN_LABELS.name, LABELS_NDIM)
+    with (raw_dir / TRAIN_IMAGES.name).open("wb") as out:
+        out.write(idx_header((scale * len(images), 28, 28)))
+        for dy, dx in SHIFTS[:scale]:
+            out.write(np.roll(images, (dy, dx), axis=(1, 2)).tobytes())
+    (raw_dir / TRAIN_LABELS.name).write_bytes(
+        idx_header((scale * len(labels),)) + np.tile(labels, scale).tobytes()
+    )
+    for raw in (TEST_IMAGES, TEST_LABELS):
+        shutil.copy(mnist_raw / raw.name, raw_dir / raw.name)
+
+
+def run(command: list[str], cwd: Path) -> Measured:
+    env = {**os.environ, "PYTHONPATH": "", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    result = measure(command, cwd, env)
+    if result.returncode:
+        sys.exit(f"{' '.join(command)} failed in {cwd}:\n{result.output[-3000:]}")
+    return result
+
+
+def stage(name: str, repo: Path) -> Measured:
+    return run([str(BIN / "python"), "-m", f"stages.{name}"], repo)
+
+
+def dvc_costs(data: Path, scratch: Path) -> dict[str, float]:
+    """``dvc add``, ``dvc status`` and ``dvc push`` of ``data`` (moved into a DVC repository of
+    its own, with a local remote), in seconds; and how many files it is."""
+    repo = scratch / "dvc-repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    run([str(BIN / "dvc"), "init", "-q"], repo)
+    run([str(BIN / "dvc"), "remote", "add", "-d", "store", str(scratch / "remote")], repo)
+    shutil.move(data, repo / data.name)
+    files = sum(1 for path in (repo / data.name).rglob("*") if path.is_file())
+    added = run([str(BIN / "dvc"), "add", data.name], repo)
+    status = run([str(BIN / "dvc"), "status"], repo)
+    pushed = run([str(BIN / "dvc"), "push"], repo)
+    return {"files": files, "add_s": added.seconds, "status_s": status.seconds,
+            "push_s": pushed.seconds}  # fmt: skip
+
+
+def workspace(scratch: Path, params_changes: dict) -> Path:
+    repo = copy_of_repository(scratch / "repo")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for section, values in params_changes.items():
+        params[section].update(values)
+    write_params(repo, params)
+    return repo
+
+
+def measure_scale(mnist_raw: Path, scale: int) -> dict:
+    with tempfile.TemporaryDirectory() as name:
+        scratch = Path(name)
+        repo = workspace(scratch, {"train": {"epochs": 1}})
+        write_scaled_raw(mnist_raw, repo / "data/raw", scale)
+        runs = {name: stage(name, repo) for name in STAGES}
+        split = json.loads((repo / "reports/data_validation.json").read_text())["split"]
+        result = {
+            "scale": scale,
+            "train_images": split["train"],
+            "source_images": scale * 60000,
+            "stages": {
+                n: {"s": r.seconds, "peak_rss_mib": r.peak_rss_mib} for n, r in runs.items()
+            },
+        }
+        result["prepared"] = dvc_costs(repo / "data/prepared", scratch)
+    return result
+
+
+def measure_folder(mnist_raw: Path) -> dict:
+    """The folder source at 1x: MNIST's training digits as 60,000 PNG files."""
+    with tempfile.TemporaryDirectory() as name:
+        scratch = Path(name)
+        changes = {"data": {"source": "folder", "folder": "data/images"}}
+        repo = workspace(scratch, changes)
+        images = read_idx(mnist_raw / TRAIN_IMAGES.name, IMAGES_NDIM)[..., np.newaxis]
+        labels = read_idx(mnist_raw / TRAIN_LABELS.name, LABELS_NDIM)
+        write_class_folders(repo / "data/images", images, labels, tuple(map(str, range(10))))
+        added = run([str(BIN / "dvc"), "add", "data/images"], repo)
+        prepared = stage("prepare", repo)
+        status = run([str(BIN / "dvc"), "status"], repo)
+        return {
+            "files": len(labels),
+            "dvc_add_s": added.seconds,
+            "prepare_s": prepared.seconds,
+            "prepare_peak_rss_mib": prepared.peak_rss_mib,
+            "dvc_status_s": status.seconds,
+        }
+
+
+def verdicts(results: list[dict]) -> dict[str, dict]:
+    """Per stage: peak RSS and time per image of the largest scale against 1x."""
+    first, last = results[0], results[-1]
+    out = {}
+    for name in ("prepare", "train"):
+        a, b = first["stages"][name], last["stages"][name]
+        images = "source_images" if name == "prepare" else "train_images"
+        per_a, per_b = a["s"] / first[images], b["s"] / last[images]
+        out[name] = {
+            "rss_ratio": b["peak_rss_mib"] / a["peak_rss_mib"],
+            "time_per_image_ratio": per_b / per_a,
+        }
+    return out
+
+
+def met(held: bool) -> str:
+    return "met" if held else "**not met**"
+
+
+def write_report(results: list[dict], folder: dict | None) -> None:
+    RESULTS.write_text(json.dumps({"scales": results, "folder": folder}, indent=2) + "\n")
+    rows = "\n".join(
+        f"| {r['scale']}x | {r['source_images']:,} | `{name}` | {s['s']:.1f} s"
+        f" | {1e6 * s['s'] / (r['source_images'] if name == 'prepare' else r['train_images']):.0f}"
+        f" µs | {s['peak_rss_mib']:.0f} MiB |"
+        for r in results
+        for name, s in r["stages"].items()
+        if name != "build"
+    )
+    dvc_rows = "\n".join(
+        f"| {r['scale']}x | {r['prepared']['files']} | {r['prepared']['add_s']:.1f} s"
+        f" | {r['prepared']['status_s']:.2f} s | {r['prepared']['push_s']:.1f} s |"
+        for r in results
+    )
+    goal_rows = "\n".join(
+        f"| `{name}` | {v['rss_ratio']:.3f} ({met(v['rss_ratio'] <= 1 + RSS_GOAL)})"
+        f" | {v['time_per_image_ratio']:.3f}"
+        f" ({met(abs(v['time_per_image_ratio'] - 1) <= TIME_GOAL)}) |"
+        for name, v in verdicts(results).items()
+    )
+    rss_goal = f"goal ≤ {1 + RSS_GOAL:.2f}"
+    time_goal = f"goal {1 - TIME_GOAL:.2f}–{1 + TIME_GOAL:.2f}"
+    folder_text = (
+        f"""## The folder source at 1x
+
+{folder["files"]:,} PNG files (MNIST's training digits, `data/images/<digit>/<n>.png`):
+`dvc add data/images` {folder["dvc_add_s"]:.1f} s; `prepare` {folder["prepare_s"]:.1f} s
+(peak RSS {folder["prepare_peak_rss_mib"]:.0f} MiB; it decodes every PNG and makes the test
+split); `dvc status` afterwards {folder["dvc_status_s"]:.2f} s.
+"""
+        if folder
+        else ""
+    )
+    load = os.getloadavg()[0]
+    REPORT.write_text(f"""# Cost as the data grows
+
+Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `benchmarks/data_scale.py` on
+{os.cpu_count()} CPU cores ({cpu_model()}), no GPU; Python {platform.python_version()}; load
+average at the end {load:.2f}. Reproduce:
+`MNIST_MIRROR=../shared/datasets/mnist .venv/bin/python -m benchmarks.data_scale`.
+{busy_note(load)}
+Default params, one epoch. The k-times set: MNIST's training digits k times, each copy shifted
+by up to two pixels; MNIST's test set. Time per image: `prepare` per source image, `train` per
+training image (one epoch, with its validation pass and start-up).
+
+| scale | source images | stage | wall time | per image | peak RSS |
+|---|---|---|---|---|---|
+{rows}
+
+Goals, the largest scale against 1x:
+
+| stage | peak RSS ratio ({rss_goal}) | time per image ratio ({time_goal}) |
+|---|---|---|
+{goal_rows}
+
+The prepared data in DVC (`dvc add`, then `dvc status`, then `dvc push` to a local remote):
+
+| scale | files | `dvc add` | `dvc status` | `dvc push` |
+|---|---|---|---|---|
+{dvc_rows}
+
+{folder_text}
+## Where the memory goes
+
+`train` holds one shard at a time (32 MiB of records, shuffled in memory) and the batches in
+flight; its peak is TensorFlow's and the model's, the same at every scale. `prepare` holds no
+images (one at a time, then records copied in 8 MiB chunks) but keeps a few bytes per image to
+check and split the data: the label (1 byte), a 64-bit pixel digest (duplicates, leakage, the
+seeded order), and the split and position of each (5 bytes), plus sorting temporaries: tens of
+bytes per image, so its peak grows by tens of MiB per million images.
+""")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scales", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--no-folder", action="store_true", help="skip the 60,000-PNG folder")
+    args = parser.parse_args()
+    mirror = os.environ.get("MNIST_MIRROR")
+    if not mirror:
+        sys.exit("set MNIST_MIRROR (e.g. ../shared/datasets/mnist)")
+    with tempfile.TemporaryDirectory() as name:
+        mnist_raw = Path(name) / "raw"
+        fetch_all(mnist_raw, [str(Path(mirror).resolve())])
+        assert {path.name for path in mnist_raw.iterdir()} == {raw.name for raw in RAW_FILES}
+        results = [measure_scale(mnist_raw, scale) for scale in args.scales]
+        folder = None if args.no_folder else measure_folder(mnist_raw)
+    write_report(results, folder)
+    print(REPORT.read_text())
+
+
+if __name__ == "__main__":
+    main()
