@@ -4,4 +4,4 @@
 set before any benchmark loads TensorFlow: they measure what the pipeline runs.
 """
 
-import stages  # noqa: F401
+import classifier  # noqa: F401

@@ -6,7 +6,7 @@ Each variant trains the default model for ``--steps`` batches of 64 (``testbed.w
 in a fresh process started with its environment; the variants take turns for ``--rounds``
 rounds, so load hits all alike, and the median is reported. The variants:
 
-- ``recipe``: ``stages.CPU_RECIPE`` (pools of 2, oneDNN custom ops off, oneDNN capped at AVX);
+- ``recipe``: ``classifier.CPU_RECIPE`` (pools of 2, oneDNN custom ops off, oneDNN capped at AVX);
 - ``machine default``: what TensorFlow picks here without it (pools as large as the cores,
   oneDNN uncapped, custom ops as TensorFlow turns them on for this CPU);
 - the recipe with oneDNN capped at AVX2, and uncapped: where the cost lies.
@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks.machine import busy_note, cpu_model
-from stages import CPU_RECIPE
+from classifier import CPU_RECIPE
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -112,7 +112,7 @@ def report(results: dict[str, dict], steps: int, rounds: int, load: float) -> st
 {rows}
 
 One md5 per variant means every round trained the same weights. Only the recipe's weights are
-the same on every x86-64 machine (README, "Determinism"); the others depend on this one.
+the same on every x86-64 machine (docs/reproducibility.md); the others depend on this one.
 """
 
 

@@ -2,7 +2,7 @@
 
     OUT=/some/dir python -m benchmarks.gpu_check [--epochs N]
 
-Runs the pipeline's own code (stages.fetch/prepare for the split, stages.model to build,
+Runs the pipeline's own code (stages.fetch/prepare for the split, classifier.model to build,
 stages.train to train, on whatever devices TensorFlow sees) twice, each run in its own process
 as `dvc repro` runs build and train, and writes ``gpu_check.md``, ``gpu_check.json`` and each
 run's log to ``$OUT``: images/s per epoch, test accuracy after every epoch, the training time at
@@ -33,13 +33,14 @@ import numpy as np
 
 from benchmarks.epoch_clock import TARGET_ACCURACY, first_reaching
 from benchmarks.project_training import train_project
-from stages import devices
-from stages.artifacts import to_json
-from stages.cli import StageError, run_stage
-from stages.config import Params, load_params
-from stages.datasets import load_dataset, load_split
+from classifier import runtime
+from classifier.dataset import load_dataset, load_split
+from classifier.errors import StageError, run_stage
+from classifier.files import to_json
+from classifier.model import load_model
+from classifier.params import Params, load_params
+from classifier.paths import Paths
 from stages.fetch import fetch_all
-from stages.keras_io import load_model
 from testbed.prepared import keep_first, prepare_mnist
 from testbed.repo import REPO_ROOT
 
@@ -66,23 +67,23 @@ def report_epochs(epochs: list[dict]) -> list[dict]:
 def prepared_workspace(root: Path, params: Params, mirror: str, subset: int | None) -> Path:
     """``data/prepared`` as the pipeline makes it; with ``subset``, only the first examples."""
     fetch_all(root / "raw", [mirror])
-    prepared = root / "prepared"
-    prepare_mnist(root / "raw", prepared, root / "data_validation.json", params)
+    prepared = prepare_mnist(root / "raw", Paths(root), params)
     if subset:
         keep_first(prepared, dict.fromkeys(("train", "validation", "test"), subset))
     return prepared
 
 
 def training_run(run_dir: Path, params: Params) -> dict:
-    """Build and train as the pipeline does, in ``run_dir`` beside ``prepared/``; the result."""
-    prepared = run_dir.parent / "prepared"
+    """Build and train as the pipeline does, in ``run_dir`` beside the prepared data; the
+    result."""
+    prepared = Paths(run_dir.parent).prepared_dir
     clock = train_project(params, prepared, run_dir, run_dir.name, load_split("test", prepared))
     reached = first_reaching(clock.epochs)
     return {
         "epochs": report_epochs(clock.epochs),
         "time_to_99_s": None if reached is None else reached["elapsed_s"],
         "final_accuracy": clock.epochs[-1]["test_accuracy"],
-        "environment": json.loads((run_dir / "train.json").read_text()),
+        "environment": json.loads(Paths(run_dir).train_report.read_text()),
     }
 
 
@@ -190,7 +191,9 @@ def run_check(args: argparse.Namespace, out: Path) -> dict:
         if first_run_s * 2 < args.budget_s:
             left_s = args.budget_s - first_run_s
             runs.append(run_in_own_process(root / "run2", epochs, out / "run2.log", left_s))
-            identical = same_weights(root / "run1/model.keras", root / "run2/model.keras")
+            identical = same_weights(
+                Paths(root / "run1").trained_model, Paths(root / "run2").trained_model
+            )
         else:
             identical = f"not checked: run 1 took {first_run_s:.0f} s of {args.budget_s:.0f} s"
         report = {
@@ -213,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
         result = training_run(args.run_in, check_params(args.epochs))
         (args.run_in / "run.json").write_text(to_json(result))
         return
-    if not args.allow_cpu and not devices.gpu_names():
+    if not args.allow_cpu and not runtime.gpu_names():
         sys.exit(NO_GPU)
     if not os.environ.get("OUT"):
         sys.exit("gpu_check: set OUT to the directory to write the report to")

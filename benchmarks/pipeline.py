@@ -29,7 +29,7 @@ REPORT = REPO_ROOT / "benchmarks" / "REPORT.md"
 NOOP_RUNS = 7
 STAGE_RSS_GOAL_MIB = 1200 * 1000**2 / 1024**2  # 1.2 GB
 
-NOTES = """Notes (from the investigation of issue 8, section 3):
+NOTES = """Notes (from the investigation of the stages' time and memory):
 
 - Memory: a stage that imports TensorFlow starts at about 0.6 GB (importing `tensorflow` and
   `keras` alone peaks at 592 MiB here); training adds the data and the model. `package` peaked at

@@ -4,11 +4,12 @@
         --variant 'default=' --variant 'small=build.conv_filters=[16,32,64];train.batch_size=32'
 
 Each variant (``name=`` then ``section.key=value`` overrides of ``params.yaml``, separated by
-``;``) is built with ``stages.model.build_model`` and fed by ``stages.streams.training_batches``,
-the pipeline's own input pipeline, on random images. After a warm-up, the variants take turns:
-``--rounds`` rounds of ``--steps`` training steps each. Reported per image: the median CPU time
-(all threads; steadier than wall time on a shared machine) and the median wall time, each also
-relative to the first variant. On an idle machine wall time is the cost that matters.
+``;``) is built with ``classifier.model.build_model`` and fed by
+``classifier.streams.training_batches``, the pipeline's own input pipeline, on random images.
+After a warm-up, the variants take turns: ``--rounds`` rounds of ``--steps`` training steps each.
+Reported per image: the median CPU time (all threads; steadier than wall time on a shared
+machine) and the median wall time, each also relative to the first variant. On an idle machine
+wall time is the cost that matters.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.time_to_accuracy import load_params_with
-from stages.datasets import write_splits
-from stages.mnist import CLASSES, MNIST_MODEL_IO
-from stages.model import build_model
-from stages.streams import training_batches
+from classifier.dataset import write_splits
+from classifier.mnist import CLASSES, MNIST_MODEL_IO
+from classifier.model import build_model
+from classifier.streams import training_batches
 
 IMAGES = 8192
 

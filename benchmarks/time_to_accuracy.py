@@ -9,7 +9,7 @@ In one process (same machine, same threads), from the same raw MNIST files:
   Adam at its default rate, categorical cross-entropy, batch 128, up to 15 epochs, inputs scaled
   to [0, 1]), fitted as the example fits it: on the 60,000 training images with
   ``validation_split=0.1`` (so it learns from the first 54,000 and validates on the last 6,000);
-- **project**: ``stages.model.build_model`` and ``stages.train.train`` with ``params.yaml``
+- **project**: ``classifier.model.build_model`` and ``stages.train.train`` with ``params.yaml``
   (``-S section.key=value`` overrides it), on the split ``stages.prepare`` makes (54,001 / 5,999).
 
 Both are evaluated on the 10,000 MNIST test images after every epoch; the evaluation's time is
@@ -39,11 +39,12 @@ from ruamel.yaml import YAML
 from benchmarks.epoch_clock import EpochClock, first_reaching
 from benchmarks.machine import busy_note, cpu_model
 from benchmarks.project_training import train_project
-from stages import devices
-from stages.config import PARAMS_FILE, Params, parse_params
-from stages.datasets import load_split
+from classifier import runtime
+from classifier.dataset import load_split
+from classifier.mnist import CLASSES
+from classifier.params import PARAMS_FILE, Params, parse_params
+from classifier.paths import Paths
 from stages.fetch import fetch_all
-from stages.mnist import CLASSES
 from testbed.prepared import keep_first, mnist_train_arrays, prepare_mnist
 from testbed.repo import REPO_ROOT
 
@@ -150,9 +151,9 @@ def load_params_with(overrides: list[str], max_epochs: int | None) -> Params:
 
 def prepared_data(mirror: str, work: Path, params: Params, subset: int | None) -> Path:
     """MNIST from ``mirror``, split by ``prepare`` in ``work``; train cut to ``subset``."""
-    raw_dir, prepared_dir = work / "raw", work / "prepared"
+    raw_dir = work / "raw"
     fetch_all(raw_dir, [mirror])
-    prepare_mnist(raw_dir, prepared_dir, work / "data_validation.json", params)
+    prepared_dir = prepare_mnist(raw_dir, Paths(work), params)
     if subset is not None:
         keep_first(prepared_dir, {"train": subset})
     return prepared_dir
@@ -162,8 +163,8 @@ def environment() -> dict:
     """Where and with what the numbers were measured."""
     return {
         "date": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
-        "machine": f"{os.cpu_count()} CPU cores ({cpu_model()}), GPUs: {len(devices.gpu_names())}",
-        "cpu_recipe": devices.cpu_recipe_in_effect(),  # thread pools and oneDNN, both runs
+        "machine": f"{os.cpu_count()} CPU cores ({cpu_model()}), GPUs: {len(runtime.gpu_names())}",
+        "cpu_recipe": runtime.cpu_recipe_in_effect(),  # thread pools and oneDNN, both runs
         "load_average_1m_at_end": round(os.getloadavg()[0], 2),
         "versions": {
             "python": platform.python_version(),

@@ -30,11 +30,11 @@ from pathlib import Path
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ci_jobs.bucket import BucketError, dvc_bucket, s3_client
+from classifier.errors import StageError
+from classifier.params import load_params
+from classifier.paths import Paths
 from serving.manifest import NAME as MANIFEST
 from serving.manifest import describe, release_prefix, render
-from stages.cli import StageError
-from stages.config import load_params
-from stages.paths import DIST_DIR
 
 LAST = "saved_model.pb"  # what makes a folder a SavedModel: the last of the version's own files
 
@@ -114,7 +114,7 @@ def publish(s3, bucket: str, name: str, version: int, directory: Path) -> list[s
 def main() -> int:
     try:
         package = load_params().package
-        directory = DIST_DIR / package.model_name / str(package.version)
+        directory = Paths().export_dir(package)
         if not directory.is_dir():
             raise Refusal(
                 f"{directory} does not exist; only a model that passed the quality gate is"

@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from stages.paths import TEST_METRICS, TRAIN_LOG_DIR
+from classifier.paths import Paths
 
 COLUMNS = ("accuracy", "loss", "errors", "gate")  # from metrics/test.json
 
@@ -59,8 +59,8 @@ def record(text: str, environ: dict[str, str], directory: Path) -> Path:
     result = {
         "index": index,
         "set": " ".join(overrides),
-        "test": json.loads(TEST_METRICS.read_text()),
-        "train": json.loads((TRAIN_LOG_DIR / "metrics.json").read_text()),
+        "test": json.loads(Paths.test_metrics.read_text()),
+        "train": json.loads((Paths.train_log_dir / "metrics.json").read_text()),
     }
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"node-{index}.json"

@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from stages.cli import StageError, run_stage
+from classifier.errors import StageError, run_stage
 
 MARKER = "<!-- metrics -->"
 WORKSPACE = "workspace"

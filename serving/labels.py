@@ -24,10 +24,10 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from classifier.errors import StageError, run_stage
+from classifier.files import write_json
 from serving import model_config
 from serving.layout import Host
-from stages.artifacts import write_json
-from stages.cli import StageError, run_stage
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from stages.cli import StageError
+from classifier.errors import StageError
 
 STAGING_PREFIX = ".incoming-"
 RETIRED_PREFIX = ".retired-"

@@ -3,7 +3,7 @@
 TF Serving loads a SavedModel in a TF1 session (the MetaGraph's saver restores the variables,
 then the signature's tensors are fetched); an export can pass ``tf.saved_model.load`` and still
 fail there. So the version runs ``serving_default`` on one blank image of the shape its
-signature declares, in that loader (``stages.session_loader``), and its outputs must be what the
+signature declares, in that loader (``classifier.savedmodel``), and its outputs must be what the
 package documents (``stages/package.py``): ``probabilities`` [N, K] with K >= 2,
 ``class_index`` [N] and ``class_name`` [N], a string.
 """
@@ -23,7 +23,7 @@ FIX = "release a fixed model as a new version"
 def check_loads(directory: Path) -> None:
     """Refuse the SavedModel in ``directory`` unless it serves the documented signature."""
     # TensorFlow is imported only when a version is new: a sync with nothing to do stays quick.
-    from stages.session_loader import (
+    from classifier.savedmodel import (
         LOAD_ERRORS,
         error_gist,
         run_signature_in_session,

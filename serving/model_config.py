@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from classifier.files import write_text
 from serving.layout import Host
-from stages.artifacts import write_text
 
 
 def quoted(text: str) -> str:

@@ -31,13 +31,13 @@ from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from classifier.errors import StageError, run_stage
+from classifier.files import fsync
 from serving import Refused, labels
 from serving.fetch import download, listing
 from serving.layout import Host
 from serving.load_check import check_loads
 from serving.manifest import NAME, release_prefix
-from stages.artifacts import fsync
-from stages.cli import StageError, run_stage
 
 
 def add_version(s3, bucket: str, host: Host, version: int, objects: dict[str, int]) -> int:

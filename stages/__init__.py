@@ -1,43 +1,5 @@
-"""The MNIST pipeline's stages, one module each, plus the helpers they share.
+"""The pipeline's stages, one module each as ``dvc.yaml`` runs them (``python -m stages.<name>``),
+and ``predict``. Their shared code is the ``classifier`` package, imported first: its CPU recipe
+must be in place before TensorFlow loads."""
 
-Every stage is run by DVC as ``python -m stages.<name>``; its logic lives in plain functions that
-the tests call directly.
-
-Importing this package first sets, before TensorFlow loads, the CPU recipe that makes training
-give the same bytes on every x86-64 CPU and core count (README, "Determinism"). TensorFlow's op
-determinism alone holds only "on the same hardware and software configuration", and two parts of
-that configuration differ from machine to machine by default:
-
-- the thread pools are as large as the machine has cores, and the intra-op pool's size decides
-  how a matrix product or a reduction is split, so how its partial sums are added: fixed at 2;
-- oneDNN (which TensorFlow's matrix products and convolutions go through, even with its custom
-  ops off) picks its kernels by the CPU's instruction set, and its AVX2 and AVX-512 kernels block
-  the work differently on different CPUs (measured: an AMD EPYC and an Intel Xeon, both capped at
-  AVX2, trained different weights; capped at AVX, the same). So oneDNN is capped at AVX, which
-  every CPU that TensorFlow's x86-64 wheels run on has, and TensorFlow's oneDNN custom ops, on by
-  default on CPUs with AVX-512 VNNI/BF16 or AMX, are off.
-
-A variable already set in the environment is left as it is (to trade the committed bytes for
-speed on a big server, say): ``reports/train.json`` records what was in effect.
-"""
-
-import os
-import sys
-
-CPU_RECIPE = {
-    "TF_NUM_INTRAOP_THREADS": "2",
-    "TF_NUM_INTEROP_THREADS": "2",
-    "TF_ENABLE_ONEDNN_OPTS": "0",  # read when TensorFlow is imported
-    "ONEDNN_MAX_CPU_ISA": "AVX",
-}
-
-if "tensorflow" in sys.modules and any(name not in os.environ for name in CPU_RECIPE):
-    raise ImportError(
-        "TensorFlow was imported before the stages package, too late for its CPU recipe"
-        f" ({', '.join(f'{n}={v}' for n, v in CPU_RECIPE.items())}); import stages first"
-    )
-for _name, _value in CPU_RECIPE.items():
-    os.environ.setdefault(_name, _value)
-
-# Set before any stage imports TensorFlow: hide its C++ info/warning chatter.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import classifier  # noqa: F401

@@ -12,14 +12,13 @@ from unittest import mock
 
 import keras
 
-from stages import devices, runtime
-from stages.artifacts import write_text
-from stages.cli import run_stage
-from stages.config import load_params
-from stages.datasets import load_dataset
-from stages.keras_io import save_model
-from stages.model import build_model
-from stages.paths import MODEL_SUMMARY, UNTRAINED_MODEL
+from classifier import runtime
+from classifier.dataset import load_dataset
+from classifier.errors import run_stage
+from classifier.files import write_text
+from classifier.model import build_model, save_model
+from classifier.params import load_params
+from classifier.paths import Paths
 
 SUMMARY_WIDTH = 100
 
@@ -37,12 +36,12 @@ def summary_text(model: keras.Model) -> str:
 
 
 def main() -> None:
-    params = load_params().build
-    policy = runtime.precision_policy(params.mixed_precision, bool(devices.gpu_names()))
-    dataset = load_dataset()
+    params, paths = load_params().build, Paths()
+    policy = runtime.precision_policy(params.mixed_precision, bool(runtime.gpu_names()))
+    dataset = load_dataset(paths.prepared_dir)
     model = build_model(params, policy, dataset.input_shape, dataset.num_classes)
-    save_model(model, UNTRAINED_MODEL)
-    write_text(MODEL_SUMMARY, summary_text(model) + f"Dtype policy: {policy}\n")
+    save_model(model, paths.untrained_model)
+    write_text(paths.model_summary, summary_text(model) + f"Dtype policy: {policy}\n")
     print(f"build: {model.count_params()} parameters, dtype policy {policy}")
 
 

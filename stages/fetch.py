@@ -25,10 +25,9 @@ from typing import BinaryIO
 
 from tqdm import tqdm
 
-from stages.artifacts import atomic_path
-from stages.cli import StageError, run_stage
-from stages.config import load_params
-from stages.mnist import (
+from classifier.errors import StageError, run_stage
+from classifier.files import atomic_path
+from classifier.mnist import (
     MIRROR_ENV,
     PUBLIC_MIRRORS,
     PUBLIC_MIRRORS_ENV,
@@ -36,7 +35,8 @@ from stages.mnist import (
     SOURCE,
     RawFile,
 )
-from stages.paths import RAW_DIR
+from classifier.params import load_params
+from classifier.paths import Paths
 
 CHUNK = 1 << 20
 DOWNLOAD_TIMEOUT_S = 30
@@ -161,12 +161,12 @@ def placeholder(raw_dir: Path, folder: str) -> None:
 
 
 def main() -> None:
-    data = load_params().data
+    data, paths = load_params().data, Paths()
     if data.source != SOURCE:
-        placeholder(RAW_DIR, data.folder)
+        placeholder(paths.raw_dir, data.folder)
         print(f"fetch: data.source is {data.source} ({data.folder}): nothing to fetch")
         return
-    used = fetch_all(RAW_DIR, mirror_sources())
+    used = fetch_all(paths.raw_dir, mirror_sources())
     for name, source in used.items():
         print(f"fetch: {name} verified (from {source})")
 

@@ -10,7 +10,7 @@ The export holds only the model's weights (their underlying TensorFlow variables
 own order) and that function, so equal models give equal bytes and the graph's saver restores
 the very variables the signature reads. Before it is moved into place it is loaded back,
 independently of Keras, in both ways a SavedModel is loaded: by ``tf.saved_model.load`` and in a
-TF1 session as TensorFlow Serving loads it (``stages/session_loader.py``); each must predict
+TF1 session as TensorFlow Serving loads it (``classifier/savedmodel.py``); each must predict
 exactly what the trained model does on the whole test set.
 
 Like TFX's pusher, it packages only a model that the ``test`` stage blessed: a "failed" verdict in
@@ -29,40 +29,29 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import fingerprint_pb2
 
-from stages.artifacts import atomic_path, file_md5, to_json
-from stages.cli import StageError, run_stage
-from stages.config import Params, load_params
-from stages.datasets import Dataset, load_dataset, load_split
-from stages.keras_io import load_model
-from stages.paths import (
-    DATA_REPORT,
-    DIST_DIR,
-    PREPARED_DIR,
-    TEST_METRICS,
-    TEST_REPORT,
-    TRAIN_REPORT,
-    TRAINED_MODEL,
-)
-from stages.session_loader import (
+from classifier.dataset import Dataset, load_dataset, load_split
+from classifier.errors import StageError, run_stage
+from classifier.files import atomic_path, file_md5, to_json
+from classifier.model import load_model
+from classifier.params import Params, load_params
+from classifier.paths import Paths
+from classifier.savedmodel import (
+    CARD_DIR,
     LOAD_ERRORS,
+    PREDICT_BATCH,
     SIGNATURE,
     error_gist,
+    predict_with_export,
     run_signature_in_session,
 )
 
-CARD_DIR = "assets.extra"
 FINGERPRINT_FILE = "fingerprint.pb"
 PROBABILITY_TOLERANCE = 1e-5
 LIBRARIES = ("tensorflow", "keras", "numpy", "dvc", "dvclive")
-PREDICT_BATCH = 1000  # images per inference call: bounds the memory predicting takes
 VERIFY_EXAMPLES = 10_000  # the first test images, run through both loaders and compared
 SINGLE_IMAGES = 8  # test images also run one at a time in the session, a server's usual request
 TF2_LOADER = "tf.saved_model.load"
 SESSION_LOADER = "tf.compat.v1.saved_model.loader.load"  # a TF1 session, as TensorFlow Serving
-
-
-def export_dir(params: Params, dist_dir: Path = DIST_DIR) -> Path:
-    return dist_dir / params.package.model_name / str(params.package.version)
 
 
 def export_savedmodel(model: keras.Model, directory: Path, classes: tuple[str, ...]) -> None:
@@ -128,20 +117,6 @@ def make_fingerprint_uuid_content_derived(directory: Path) -> None:
     digest = hashlib.sha256(fingerprint.SerializeToString(deterministic=True)).digest()
     fingerprint.uuid = str(int.from_bytes(digest[:16], "big"))  # TF's form: a 128-bit decimal
     path.write_bytes(fingerprint.SerializeToString(deterministic=True))
-
-
-def predict_with_export(directory: Path, images: np.ndarray) -> dict[str, np.ndarray]:
-    """Run the exported ``serving_default`` signature, as a server would, in batches.
-
-    One call on the whole test set made TensorFlow allocate every layer's activations (and the
-    convolutions' scratch buffers) for 10,000 images at once: 1.8 GB, the pipeline's peak.
-    """
-    signature = tf.saved_model.load(str(directory)).signatures[SIGNATURE]
-    batches = [
-        signature(images=tf.constant(images[start : start + PREDICT_BATCH], dtype=tf.uint8))
-        for start in range(0, len(images), PREDICT_BATCH)
-    ]
-    return {name: np.concatenate([batch[name].numpy() for batch in batches]) for name in batches[0]}
 
 
 def predict_in_session(directory: Path, images: np.ndarray, batch_size: int) -> dict:
@@ -244,7 +219,7 @@ def require_blessing(test_report: dict) -> None:
     if not gate["passed"]:
         raise StageError(
             "quality gate failed: " + "; ".join(gate["failures"]) + f"; the model is not"
-            f" packaged (details in {TEST_REPORT})"
+            f" packaged (details in {Paths.test_report})"
         )
 
 
@@ -379,8 +354,8 @@ Trained on {where["device"]}{": " + ", ".join(where["gpus"]) if where["gpus"] el
 ({where["strategy"]} strategy, {where["replicas"]} replica(s), global batch
 {where["global_batch_size"]}, peak learning rate {where["peak_learning_rate"]:g}), dtype policy
 {where["precision_policy"]}, XLA {"on" if where["xla"] else "off"}; TensorFlow
-{tensorflow["version"]} built with {cuda}; CPU recipe {recipe} (README, "Same bytes on every
-machine").
+{tensorflow["version"]} built with {cuda}; CPU recipe {recipe} (the repository's
+docs/reproducibility.md).
 All parameters are in `model_card.json`.
 
 ## Limits
@@ -390,35 +365,26 @@ on images unlike them (other framing, size, lighting or, for grayscale, inverted
 """
 
 
-def package(
-    params: Params,
-    model_file: Path = TRAINED_MODEL,
-    prepared_dir: Path = PREPARED_DIR,
-    test_metrics_file: Path = TEST_METRICS,
-    test_report_file: Path = TEST_REPORT,
-    data_report_file: Path = DATA_REPORT,
-    train_report_file: Path = TRAIN_REPORT,
-    dist_dir: Path = DIST_DIR,
-) -> Path:
+def package(params: Params, paths: Paths) -> Path:
     """Export, verify and document a blessed model; return the version directory."""
-    test_report = read_json(test_report_file)
+    test_report = read_json(paths.test_report)
     require_blessing(test_report)
-    model = load_model(model_file)
-    dataset = load_dataset(prepared_dir)
-    images, _ = load_split("test", prepared_dir, limit=VERIFY_EXAMPLES)
-    target = export_dir(params, dist_dir)
+    model = load_model(paths.trained_model)
+    dataset = load_dataset(paths.prepared_dir)
+    images, _ = load_split("test", paths.prepared_dir, limit=VERIFY_EXAMPLES)
+    target = paths.export_dir(params.package)
     with atomic_path(target) as staged:
         export_savedmodel(model, staged, dataset.classes)
         verification = verify_export(staged, model, images, dataset.classes)
         card = model_card(
             params,
             dataset,
-            read_json(test_metrics_file),
+            read_json(paths.test_metrics),
             test_report,
-            read_json(data_report_file),
+            read_json(paths.data_report),
             verification,
-            read_json(train_report_file),
-            file_md5(model_file),
+            read_json(paths.train_report),
+            file_md5(paths.trained_model),
         )
         (staged / CARD_DIR).mkdir(exist_ok=True)
         (staged / CARD_DIR / "model_card.json").write_text(to_json(card))
@@ -427,7 +393,7 @@ def package(
 
 
 def main() -> None:
-    target = package(load_params())
+    target = package(load_params(), Paths())
     print(f"package: verified SavedModel written to {target}")
 
 

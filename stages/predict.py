@@ -2,7 +2,7 @@
 
 Each image is brought to what the model was trained on, as its model card describes the dataset
 (``assets.extra/model_card.json``), read as ``prepare`` reads a folder of images
-(``stages/image_folder.py``: turned upright, converted to grayscale or RGB, resized to the
+(``classifier/folder.py``: turned upright, converted to grayscale or RGB, resized to the
 training images' height and width). A grayscale image whose border is light while the training
 images' borders are dark (a dark digit on paper, for MNIST), or the reverse, is inverted first.
 Prints each image's class name and confidence. Uses only the SavedModel, exactly as a server
@@ -18,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.cli import StageError, run_stage
-from stages.config import PARAMS_FILE, load_params
-from stages.datasets import border_brightness
-from stages.image_folder import read_image
-from stages.package import CARD_DIR, export_dir, predict_with_export
+from classifier.dataset import border_brightness
+from classifier.errors import StageError, run_stage
+from classifier.folder import read_image
+from classifier.params import PARAMS_FILE, load_params
+from classifier.paths import Paths
+from classifier.savedmodel import CARD_DIR, predict_with_export
 
 
 def trained_on(model_dir: Path) -> dict:
@@ -57,7 +58,7 @@ def default_model_dir() -> Path:
     root = here if (here / PARAMS_FILE).exists() else Path(__file__).resolve().parent.parent
     if not (root / PARAMS_FILE).exists():
         raise StageError(f"no {PARAMS_FILE} here or in {root}; pass --model DIR (dist/<name>/<n>)")
-    directory = export_dir(load_params(root / PARAMS_FILE))
+    directory = Paths().export_dir(load_params(root / PARAMS_FILE).package)
     return directory if root == here else root / directory
 
 

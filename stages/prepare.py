@@ -2,7 +2,7 @@
 (stratified, seeded) and write each split as a few shards of records.
 
 Writes ``data/prepared/{train,validation,test}/*.bin`` and the dataset's description
-``data/prepared/dataset.json`` (``stages/datasets.py``: what every later stage reads instead of
+``data/prepared/dataset.json`` (``classifier/dataset.py``: what every later stage reads instead of
 constants), and the data report ``reports/data_validation.json``. The source is MNIST (its own test
 split) or a folder of images (its own train/ and test/, or a test split made here with
 ``prepare.test_fraction``).
@@ -11,20 +11,20 @@ Two passes, neither holding the images: the first decodes and checks each image 
 a spool file; the second copies each spooled record to its place in its split. Which split an
 image goes to and where in it are decided by a seeded hash of its pixels, not by how the source
 lists it: the same images give the same prepared bytes, whether they come as IDX files or PNGs,
-in any file order. Does not import TensorFlow.
+in any file order. The checks hold eight bytes per image (a digest of its pixels as the model
+sees them), not the images. Hard errors stop the stage in one line; soft findings go to the data
+report. Does not import TensorFlow.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from stages.artifacts import atomic_path, write_json
-from stages.cli import StageError, run_stage
-from stages.config import DataParams, PrepareParams, load_params
-from stages.datasets import (
+from classifier.dataset import (
     SPLITS,
     Dataset,
     SplitWriter,
@@ -34,21 +34,72 @@ from stages.datasets import (
     shard_capacity,
     write_contract,
 )
-from stages.image_folder import FolderSource
-from stages.paths import DATA_REPORT, PREPARED_DIR
-from stages.sources import MnistSource, Source
-from stages.validate import (
-    check_balance,
-    check_every_class_present,
-    duplicates_within,
-    leakage_error,
-    leaked,
-    pixel_digest,
-)
+from classifier.errors import StageError, run_stage
+from classifier.files import atomic_path, write_json
+from classifier.folder import FolderSource
+from classifier.mnist import MnistSource
+from classifier.params import DataParams, PrepareParams, load_params
+from classifier.paths import Paths
+from classifier.sources import Source
 
 SPOOL = ".spool"
 SPOOL_CHUNK = 8 * 2**20  # bytes of the spool read at once
 TEST_KEY, VALIDATION_KEY, ORDER_KEY = 1, 2, 3  # what a content key decides
+
+
+def pixel_digest(pixels: bytes) -> int:
+    """A content digest of one image, to find exact duplicates."""
+    return int.from_bytes(hashlib.blake2b(pixels, digest_size=8).digest(), "little")
+
+
+def duplicates_within(digests: np.ndarray) -> int:
+    """How many images repeat an earlier image of the same split."""
+    return len(digests) - len(np.unique(digests))
+
+
+def class_imbalance(counts: dict[str, int]) -> float:
+    """Largest / smallest class count (inf when a class has none)."""
+    smallest = min(counts.values())
+    return max(counts.values()) / smallest if smallest else float("inf")
+
+
+def check_every_class_present(counts: dict[str, dict[str, int]], params: PrepareParams) -> None:
+    """Each class needs training and test examples: too small a class cannot be split."""
+    for name in counts["train"]:
+        total = sum(split_counts[name] for split_counts in counts.values())
+        if not counts["train"][name]:
+            raise StageError(
+                f"class {name!r} has no training images ({total} in all); add images of {name!r}"
+            )
+        if not counts["test"][name]:
+            raise StageError(
+                f"class {name!r} has {total} images, too few to hold out prepare.test_fraction"
+                f" {params.test_fraction} of them for test; add images of {name!r}"
+            )
+
+
+def check_balance(counts: dict[str, int], params: PrepareParams) -> float:
+    imbalance = class_imbalance(counts)
+    if imbalance > params.max_class_imbalance:
+        raise StageError(
+            f"train class imbalance {imbalance:.3f} (largest/smallest class) exceeds"
+            f" prepare.max_class_imbalance {params.max_class_imbalance}; counts {counts}; add"
+            " images to the small classes or raise the limit"
+        )
+    return imbalance
+
+
+def leaked(test_digests: np.ndarray, train_digests: np.ndarray) -> np.ndarray:
+    """Indices of the test images that also appear among the training images (leakage)."""
+    return np.flatnonzero(np.isin(test_digests, train_digests))
+
+
+def leakage_error(leaked_names: list[str], count: int, params: PrepareParams) -> StageError:
+    return StageError(
+        f"{count} test images also appear in train (leakage), e.g. {', '.join(leaked_names)};"
+        " remove them from one side or raise prepare.max_train_test_duplicates"
+        f" (now {params.max_train_test_duplicates})"
+    )
 
 
 def open_source(data: DataParams, root: Path = Path()) -> Source:
@@ -116,14 +167,11 @@ def split_plan(
         "validation": Part("train", pool[validation]),
         "test": test,
     }
-    return {
-        name: Part(part.source_split, by_key(part.members, order_keys(digests, part, params.seed)))
-        for name, part in parts.items()
-    }
-
-
-def order_keys(digests: dict[str, np.ndarray], part: Part, seed: int) -> np.ndarray:
-    return content_keys(digests[part.source_split], seed, ORDER_KEY)
+    ordered = {}
+    for name, part in parts.items():
+        keys = content_keys(digests[part.source_split], params.seed, ORDER_KEY)
+        ordered[name] = Part(part.source_split, by_key(part.members, keys))
+    return ordered
 
 
 def spool_images(
@@ -205,15 +253,12 @@ def write_parts(
 
 
 def prepare(
-    source: Source,
-    prepared_dir: Path,
-    report_file: Path,
-    params: PrepareParams,
-    shape: tuple[int, int, int],
+    source: Source, params: PrepareParams, shape: tuple[int, int, int], paths: Paths
 ) -> dict:
-    """Check, split and write; return the data report. Nothing is written unless all is well."""
+    """Check, split and write ``paths.prepared_dir`` and ``paths.data_report``; return the
+    report. Nothing is written unless all is well."""
     labels = source.labels()
-    with atomic_path(prepared_dir) as staged:
+    with atomic_path(paths.prepared_dir) as staged:
         staged.mkdir()
         spool = staged / SPOOL
         digests = spool_images(source, labels, shape, spool)
@@ -261,14 +306,15 @@ def prepare(
         "class_imbalance": round(imbalance, 4),
         "train_test_duplicates": len(leaks),
     }
-    write_json(report_file, report)
+    write_json(paths.data_report, report)
     return report
 
 
 def main() -> None:
     config = load_params()
+    paths = Paths()
     shape = (*config.data.image_size, config.data.channels)
-    report = prepare(open_source(config.data), PREPARED_DIR, DATA_REPORT, config.prepare, shape)
+    report = prepare(open_source(config.data, paths.root), config.prepare, shape, paths)
     split = report["split"]
     print(
         f"prepare: {report['source']['name']}: train {split['train']}, validation"

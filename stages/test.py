@@ -16,25 +16,17 @@ The verdict depends only on this stage's inputs and params, so a run-cache hit r
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from stages.artifacts import atomic_path, write_json
-from stages.cli import run_stage
-from stages.config import TestParams, load_params
-from stages.datasets import load_dataset, read_examples, read_labels
-from stages.keras_io import load_model
-from stages.paths import (
-    CONFUSION_PLOT,
-    PREPARED_DIR,
-    TEST_METRICS,
-    TEST_REPORT,
-    TRAINED_MODEL,
-    WORST_PLOT,
-)
-from stages.streams import split_batches
+from classifier.dataset import load_dataset, read_examples, read_labels
+from classifier.errors import run_stage
+from classifier.files import atomic_path, write_json
+from classifier.model import load_model
+from classifier.params import TestParams, load_params
+from classifier.paths import Paths
+from classifier.streams import split_batches
 
 PREDICT_BATCH = 1000
 TILE_PIXELS = 84  # a misclassified image's side in the grid, at least (MNIST's 28 x 3)
@@ -154,20 +146,13 @@ def worst_misclassified_grid(
     return grid
 
 
-def evaluate(
-    params: TestParams,
-    model_file: Path = TRAINED_MODEL,
-    prepared_dir: Path = PREPARED_DIR,
-    metrics_file: Path = TEST_METRICS,
-    report_file: Path = TEST_REPORT,
-    confusion_file: Path = CONFUSION_PLOT,
-    worst_file: Path = WORST_PLOT,
-) -> tuple[dict, list[str]]:
+def evaluate(params: TestParams, paths: Paths) -> tuple[dict, list[str]]:
     """Evaluate; write metrics, report and plots; return the metrics and the failed gates."""
+    prepared_dir = paths.prepared_dir
     dataset = load_dataset(prepared_dir)
     classes = dataset.classes
     labels = read_labels(dataset, prepared_dir, "test")
-    model = load_model(model_file)
+    model = load_model(paths.trained_model)
     images = split_batches(dataset, prepared_dir, "test", PREDICT_BATCH)
     probabilities = model.predict(images.map(lambda batch, _: batch), verbose=0)
     details = classification_metrics(labels, probabilities, classes)
@@ -179,10 +164,12 @@ def evaluate(
         "gate": "failed" if failures else "passed",
         "parameters": model.count_params(),
     }
-    write_json(metrics_file, metrics, sort_keys=False)
-    write_json(report_file, {**details, "gate": {"passed": not failures, "failures": failures}})
-    write_json(confusion_file, confusion_rows(labels, probabilities.argmax(axis=1), classes))
-    with atomic_path(worst_file) as staged:
+    write_json(paths.test_metrics, metrics, sort_keys=False)
+    write_json(
+        paths.test_report, {**details, "gate": {"passed": not failures, "failures": failures}}
+    )
+    write_json(paths.confusion_plot, confusion_rows(labels, probabilities.argmax(axis=1), classes))
+    with atomic_path(paths.worst_plot) as staged:
         worst = most_confident_errors(labels, probabilities, params.worst_examples)
         grid = worst_misclassified_grid(
             read_examples(dataset, prepared_dir, "test", worst),
@@ -195,7 +182,7 @@ def evaluate(
 
 
 def main() -> None:
-    metrics, failures = evaluate(load_params().test)
+    metrics, failures = evaluate(load_params().test, Paths())
     print(
         f"test: accuracy {metrics['accuracy']:.4f}, loss {metrics['loss']:.4f},"
         f" {metrics['errors']} errors; quality gate {metrics['gate']}"
@@ -203,7 +190,7 @@ def main() -> None:
     if failures:
         print(
             "test: the model fails the quality gate: " + "; ".join(failures) + ";"
-            f" `package` will refuse it (details in {TEST_REPORT})",
+            f" `package` will refuse it (details in {Paths.test_report})",
             file=sys.stderr,
         )
 

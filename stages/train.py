@@ -1,5 +1,5 @@
 """Stage ``train``: fit the built model on the prepared splits, streamed shard by shard
-(``stages/streams.py``); log every epoch with DVCLive.
+(``classifier/streams.py``); log every epoch with DVCLive.
 
 Deterministic: seeded, TensorFlow op determinism on, and each epoch's example order a pure function
 of ``(train.seed, epoch)``. That last point is what makes resuming exact: after every epoch the
@@ -12,7 +12,7 @@ takes ``train.batch_size`` examples per step, so the global batch is ``train.bat
 replicas, and the learning rate is scaled by the same factor (the linear scaling rule of Goyal et
 al. 2017, "Accurate, Large Minibatch SGD", with the warm-up the schedule already has). One device
 (a CPU, one GPU) is one replica: nothing is scaled. Where it ran is written to
-``reports/train.json`` (``stages/devices.py``).
+``reports/train.json`` (``classifier/runtime.py``).
 """
 
 from __future__ import annotations
@@ -28,21 +28,14 @@ import tensorflow as tf
 from dvclive import Live
 from dvclive.keras import DVCLiveCallback
 
-from stages import devices, runtime
-from stages.artifacts import remove, write_json
-from stages.cli import StageError, run_stage
-from stages.config import TrainParams, load_params
-from stages.datasets import CONTRACT_FILE, load_dataset
-from stages.keras_io import load_model, save_model
-from stages.paths import (
-    PREPARED_DIR,
-    TRAIN_LOG_DIR,
-    TRAIN_REPORT,
-    TRAIN_STATE_DIR,
-    TRAINED_MODEL,
-    UNTRAINED_MODEL,
-)
-from stages.streams import one_hot, split_batches, training_batches
+from classifier import runtime
+from classifier.dataset import CONTRACT_FILE, load_dataset
+from classifier.errors import StageError, run_stage
+from classifier.files import remove, write_json
+from classifier.model import load_model, save_model
+from classifier.params import TrainParams, load_params
+from classifier.paths import Paths
+from classifier.streams import one_hot, split_batches, training_batches
 
 
 def learning_rate_schedule(
@@ -159,24 +152,20 @@ class Checkpoint(keras.callbacks.Callback):
 
 def train(
     params: TrainParams,
-    untrained_model: Path = UNTRAINED_MODEL,
-    prepared_dir: Path = PREPARED_DIR,
-    model_out: Path = TRAINED_MODEL,
-    live_dir: Path = TRAIN_LOG_DIR,
-    state_dir: Path = TRAIN_STATE_DIR,
-    report_out: Path = TRAIN_REPORT,
+    paths: Paths,
     extra_callbacks: tuple[keras.callbacks.Callback, ...] = (),
     strategy: tf.distribute.Strategy | None = None,
 ) -> list[dict]:
     """Train (or resume training) and save the model; return the per-epoch metric history.
 
-    ``strategy`` defaults to the one the visible devices call for (``devices.choose_strategy``);
+    ``strategy`` defaults to the one the visible devices call for (``runtime.choose_strategy``);
     tests pass ``MirroredStrategy(["/cpu:0"])`` to run the distributed path on a CPU.
     """
     runtime.make_deterministic(params.seed)
-    gpus = devices.gpu_names()
+    prepared_dir, untrained_model = paths.prepared_dir, paths.untrained_model
+    gpus = runtime.gpu_names()
     if strategy is None:
-        strategy = devices.make_strategy(devices.choose_strategy(gpus))
+        strategy = runtime.make_strategy(runtime.choose_strategy(gpus))
     replicas = strategy.num_replicas_in_sync
     global_batch = params.batch_size * replicas
     dataset = load_dataset(prepared_dir)
@@ -187,8 +176,8 @@ def train(
     ]
     with strategy.scope():  # variables (model, optimizer slots) are created per replica
         model = load_model(untrained_model)
-        environment = devices.environment_record(gpus, strategy, model)
-        state = TrainingState(state_dir, fingerprint(params, inputs, environment))
+        environment = runtime.environment_record(gpus, strategy, model)
+        state = TrainingState(paths.train_state_dir, fingerprint(params, inputs, environment))
         base_rate = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
         peak_rate = scaled_learning_rate(base_rate, replicas)
         resumed = state.load()
@@ -199,7 +188,7 @@ def train(
         steps_per_epoch = math.ceil(dataset.size("train") / global_batch)
         model.optimizer.learning_rate = learning_rate_schedule(peak_rate, params, steps_per_epoch)
 
-    live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None)
+    live = Live(dir=str(paths.train_log_dir), dvcyaml=None, save_dvc_exp=False, report=None)
     live.step = 1  # the plots' x axis counts epochs from 1, as the training log does
     logger = DVCLiveCallback(live=live)
     for epoch, logs in enumerate(history):  # replay finished epochs into a fresh log
@@ -221,9 +210,9 @@ def train(
     )
     if len(history) == params.epochs:  # a callback may have stopped training early
         live.end()
-    save_model(model, model_out)
+    save_model(model, paths.trained_model)
     write_json(
-        report_out,
+        paths.train_report,
         {**environment, "global_batch_size": global_batch, "peak_learning_rate": peak_rate},
     )
     state.clear()
@@ -231,8 +220,9 @@ def train(
 
 
 def main() -> None:
-    history = train(load_params().train)
-    environment = json.loads(TRAIN_REPORT.read_text())
+    paths = Paths()
+    history = train(load_params().train, paths)
+    environment = json.loads(paths.train_report.read_text())
     print(
         f"train: on {environment['device']}, {environment['strategy']} strategy with"
         f" {environment['replicas']} replica(s), {environment['precision_policy']}"

@@ -6,18 +6,25 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.config import Params
-from stages.datasets import SPLITS, load_dataset, load_split, write_splits
-from stages.idx import IMAGES_NDIM, LABELS_NDIM, read_idx
-from stages.mnist import TRAIN_IMAGES, TRAIN_LABELS
+from classifier.dataset import SPLITS, load_dataset, load_split, write_splits
+from classifier.mnist import (
+    IMAGES_NDIM,
+    LABELS_NDIM,
+    TRAIN_IMAGES,
+    TRAIN_LABELS,
+    MnistSource,
+    read_idx,
+)
+from classifier.params import Params
+from classifier.paths import Paths
 from stages.prepare import prepare
-from stages.sources import MnistSource
 
 
-def prepare_mnist(raw_dir: Path, prepared_dir: Path, report_file: Path, params: Params) -> dict:
-    """The prepare stage's work on the MNIST files in ``raw_dir``."""
+def prepare_mnist(raw_dir: Path, paths: Paths, params: Params) -> Path:
+    """The prepare stage's work on the MNIST files in ``raw_dir``; the prepared directory."""
     shape = (*params.data.image_size, params.data.channels)
-    return prepare(MnistSource(raw_dir), prepared_dir, report_file, params.prepare, shape)
+    prepare(MnistSource(raw_dir), params.prepare, shape, paths)
+    return paths.prepared_dir
 
 
 def mnist_train_arrays(raw_dir: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -77,10 +77,10 @@ def serve(tmp_path: Path) -> Iterator:
 @pytest.fixture(scope="session")
 def trained_workspace(tmp_path_factory: pytest.TempPathFactory, shared_mnist: Path) -> Path:
     """A small real-MNIST workspace, trained once per session: data/prepared and models/."""
-    from stages.config import parse_params
-    from stages.keras_io import save_model
-    from stages.mnist import MNIST_MODEL_IO
-    from stages.model import build_model
+    from classifier.mnist import MNIST_MODEL_IO
+    from classifier.model import build_model, save_model
+    from classifier.params import parse_params
+    from classifier.paths import Paths
     from stages.train import train
     from testbed.repo import write_params
     from tests.helpers import fast_params, write_prepared_subset
@@ -93,15 +93,7 @@ def trained_workspace(tmp_path_factory: pytest.TempPathFactory, shared_mnist: Pa
     save_model(
         build_model(params.build, "float32", *MNIST_MODEL_IO), workspace / "models/untrained.keras"
     )
-    train(
-        params.train,
-        untrained_model=workspace / "models/untrained.keras",
-        prepared_dir=workspace / "data/prepared",
-        model_out=workspace / "models/model.keras",
-        live_dir=workspace / "metrics/train",
-        state_dir=workspace / ".train-state",
-        report_out=workspace / "reports/train.json",
-    )
+    train(params.train, Paths(workspace))
     return workspace
 
 

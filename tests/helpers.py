@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from stages.datasets import write_splits
-from stages.mnist import CLASSES, SOURCE
+from classifier.dataset import write_splits
+from classifier.mnist import CLASSES, SOURCE
 from testbed.repo import REPO_ROOT
 
 SHARED_MNIST = REPO_ROOT.parent / "shared" / "datasets" / "mnist"

@@ -11,12 +11,17 @@ import keras
 import numpy as np
 import pytest
 
-from stages.config import BuildParams
-from stages.datasets import write_splits
-from stages.keras_io import FIXED_SAVE_DATE, load_model, renumber_shared_objects, save_model
-from stages.mnist import MNIST_MODEL_IO
-from stages.model import build_model
-from stages.runtime import FULL, MIXED, precision_policy
+from classifier.dataset import write_splits
+from classifier.mnist import MNIST_MODEL_IO
+from classifier.model import (
+    FIXED_SAVE_DATE,
+    build_model,
+    load_model,
+    renumber_shared_objects,
+    save_model,
+)
+from classifier.params import BuildParams
+from classifier.runtime import FULL, MIXED, precision_policy
 from testbed.repo import write_params
 from tests.helpers import fast_params, run_module, write_prepared_subset
 

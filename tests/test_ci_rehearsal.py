@@ -1,6 +1,6 @@
 """The CircleCI jobs, rehearsed as written in .circleci/config.yml (testbed.rehearsal).
 
-One S3 + OIDC test bed and one origin repository (fast params) serve every scenario of issue 6;
+One S3 + OIDC test bed and one origin repository (fast params) serve every scenario;
 each asserts which stages ran or were restored, and what reached the bucket. Scenarios 4 and 5
 share a run: nothing changed on main, and the job's start token has expired before the push.
 """

@@ -1,4 +1,4 @@
-""".circleci/config.yml: valid for CircleCI's schema, and its jobs do what issue 6 asks.
+""".circleci/config.yml: valid for CircleCI's schema; its jobs do what docs/ci-and-remote.md says.
 
 The steps are read through testbed.rehearsal (reusable commands expanded, pipeline parameters
 filled), the same reading the rehearsal executes in tests/test_ci_rehearsal.py.

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from dvc.utils.hydra import apply_overrides
 
-from stages.cli import StageError
-from stages.config import BuildParams, feature_map_size, load_params, parse_params
+from classifier.errors import StageError
+from classifier.params import BuildParams, feature_map_size, load_params, parse_params
 from testbed.repo import REPO_ROOT, write_params
 from tests.helpers import default_params, error_line, run_module
 

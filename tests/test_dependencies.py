@@ -3,7 +3,7 @@
 ``requirements.txt`` names the direct dependencies; ``requirements.lock`` (``uv pip compile
 --generate-hashes --universal``) pins all of them and everything they pull in, with the sha256 of
 every file the registry has for each; ``requirements-gpu.lock`` is the same with TensorFlow's CUDA
-wheels, for the GPU jobs. pip installs them in hash-checking mode (README, "Dependencies"), so a
+wheels, for the GPU jobs. pip installs them in hash-checking mode (docs/dependencies.md), so a
 re-published or tampered file, or a package that no lock names, stops the install.
 """
 
@@ -70,8 +70,8 @@ def test_the_lock_pins_each_direct_dependency_at_its_version(lock: str) -> None:
     for requirement in direct_requirements(LOCKS[lock]):
         (pinned,) = {f"=={pin.version}" for pin in pins[canonicalize_name(requirement.name)]}
         assert str(requirement.specifier) == pinned, (
-            f"{LOCKS[lock]} asks for {requirement}, {lock} pins {pinned}: re-lock (README,"
-            " \"Dependencies\")"
+            f"{LOCKS[lock]} asks for {requirement}, {lock} pins {pinned}: re-lock"
+            " (docs/dependencies.md)"
         )
 
 

@@ -1,4 +1,4 @@
-"""The CPU recipe (``stages.CPU_RECIPE``) is what makes training independent of the machine.
+"""The CPU recipe (``classifier.CPU_RECIPE``) is what makes training independent of the machine.
 
 Each run trains a few steps of the default model in a fresh process (``testbed.weights_probe``),
 so TensorFlow starts with exactly the environment given; the weights' md5 is compared. Under the
@@ -18,7 +18,7 @@ import sys
 
 import pytest
 
-from stages import CPU_RECIPE
+from classifier import CPU_RECIPE
 from testbed.repo import REPO_ROOT
 from testbed.weights_probe import outside_the_promise
 
@@ -70,8 +70,8 @@ def test_the_recipe_needs_stages_imported_before_tensorflow() -> None:
         run = [sys.executable, "-c", code]
         return subprocess.run(run, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
 
-    late = python("import tensorflow, stages")
+    late = python("import tensorflow, classifier")
     assert late.returncode == 1
-    assert "TensorFlow was imported before the stages package" in late.stderr.splitlines()[-1]
-    first = python("import stages, os; print(os.environ['ONEDNN_MAX_CPU_ISA'])")
+    assert "TensorFlow was imported before the classifier package" in late.stderr.splitlines()[-1]
+    first = python("import classifier, os; print(os.environ['ONEDNN_MAX_CPU_ISA'])")
     assert first.stdout.strip() == "AVX"

@@ -1,4 +1,4 @@
-"""Where training runs: strategy from the visible GPUs, and the record of it, on fake devices."""
+"""Where training runs: strategy from the visible GPUs, and the record of it, on fake runtime."""
 
 from __future__ import annotations
 
@@ -9,13 +9,11 @@ from pathlib import Path
 import pytest
 import tensorflow as tf
 
-from stages import CPU_RECIPE, devices
-from stages.config import BuildParams, parse_params
-from stages.devices import DEFAULT, MIRRORED, StrategyChoice, choose_strategy
-from stages.keras_io import load_model, save_model
-from stages.mnist import MNIST_MODEL_IO
-from stages.model import build_model
-from stages.runtime import FULL, MIXED
+from classifier import CPU_RECIPE, runtime
+from classifier.mnist import MNIST_MODEL_IO
+from classifier.model import build_model, load_model, save_model
+from classifier.params import BuildParams, parse_params
+from classifier.runtime import DEFAULT, FULL, MIRRORED, MIXED, StrategyChoice, choose_strategy
 from tests.helpers import fast_params
 
 
@@ -37,12 +35,12 @@ def test_strategy_is_data_parallel_only_with_several_gpus(gpus: list, choice: St
 
 
 def test_strategies_made_from_a_choice() -> None:
-    default = devices.make_strategy(StrategyChoice(DEFAULT, ()))
+    default = runtime.make_strategy(StrategyChoice(DEFAULT, ()))
     assert default is tf.distribute.get_strategy()
-    assert (devices.strategy_name(default), default.num_replicas_in_sync) == (DEFAULT, 1)
-    mirrored = devices.make_strategy(StrategyChoice(MIRRORED, ("/cpu:0",)))
+    assert (runtime.strategy_name(default), default.num_replicas_in_sync) == (DEFAULT, 1)
+    mirrored = runtime.make_strategy(StrategyChoice(MIRRORED, ("/cpu:0",)))
     assert isinstance(mirrored, tf.distribute.MirroredStrategy)
-    assert (devices.strategy_name(mirrored), mirrored.num_replicas_in_sync) == (MIRRORED, 1)
+    assert (runtime.strategy_name(mirrored), mirrored.num_replicas_in_sync) == (MIRRORED, 1)
 
 
 def test_gpu_names_come_from_the_device_details(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -54,15 +52,15 @@ def test_gpu_names_come_from_the_device_details(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: fake)
     monkeypatch.setattr(tf.config.experimental, "get_device_details", details.__getitem__)
     # a device that does not report its model is named by its TensorFlow name
-    assert devices.gpu_names() == ["NVIDIA H200", "/physical_device:GPU:1"]
+    assert runtime.gpu_names() == ["NVIDIA H200", "/physical_device:GPU:1"]
 
 
 def test_record_of_two_gpus_in_mixed_precision(tmp_path: Path) -> None:
     """The policy recorded is the one of the model as train loads it from the build stage."""
     save_model(build_model(_build_params(), MIXED, *MNIST_MODEL_IO), tmp_path / "untrained.keras")
     model = load_model(tmp_path / "untrained.keras")
-    strategy = devices.make_strategy(StrategyChoice(MIRRORED, ("/cpu:0",)))
-    record = devices.environment_record(["NVIDIA H200", "NVIDIA H200"], strategy, model)
+    strategy = runtime.make_strategy(StrategyChoice(MIRRORED, ("/cpu:0",)))
+    record = runtime.environment_record(["NVIDIA H200", "NVIDIA H200"], strategy, model)
     build = tf.sysconfig.get_build_info()
     assert record == {
         "device": "2 x GPU",
@@ -85,7 +83,7 @@ def test_record_of_two_gpus_in_mixed_precision(tmp_path: Path) -> None:
 def test_record_on_a_cpu_names_no_machine() -> None:
     """Every CPU machine writes the same record: no CPU model, host name or time in it."""
     model = build_model(_build_params(), FULL, *MNIST_MODEL_IO)
-    record = devices.environment_record([], tf.distribute.get_strategy(), model)
+    record = runtime.environment_record([], tf.distribute.get_strategy(), model)
     assert {key: record[key] for key in ("device", "gpus", "precision_policy", "strategy")} == {
         "device": "CPU",
         "gpus": [],

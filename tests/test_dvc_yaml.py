@@ -4,42 +4,53 @@ from __future__ import annotations
 
 import ast
 import re
+from pathlib import Path
 
 import pytest
 import yaml
 
-from stages import paths
+from classifier.paths import Paths
 from testbed.repo import REPO_ROOT
 
 PIPELINE = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
 SECTIONS = ["data", "prepare", "build", "train", "test", "package"]
 
 
-def _stage_imports(module: str) -> set[str]:
-    tree = ast.parse((REPO_ROOT / "stages" / f"{module}.py").read_text())
+PACKAGES = ("stages", "classifier")
+
+
+def _file(module: str) -> Path:
+    """``stages.train`` -> ``stages/train.py``; a package -> its ``__init__.py``."""
+    path = REPO_ROOT / module.replace(".", "/")
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
+def _imports(module: str) -> set[str]:
+    """The project modules (of ``stages`` and ``classifier``) that ``module`` imports."""
     found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module == "stages":  # modules, or names
-            modules = (a.name for a in node.names)  # from stages/__init__.py (CPU_RECIPE)
-            found |= {name for name in modules if (REPO_ROOT / "stages" / f"{name}.py").exists()}
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("stages."):
-            found.add(node.module.split(".")[1])
+    for node in ast.walk(ast.parse(_file(module).read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module in PACKAGES:  # modules, or names
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(PACKAGES):
+            found |= {node.module, node.module.split(".")[0]}
         elif isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("stages.")}
-    return found
+            found |= {a.name for a in node.names if a.name.startswith(PACKAGES)}
+            found |= {a.name.split(".")[0] for a in node.names if a.name.startswith(PACKAGES)}
+    return {name for name in found if _file(name).exists()}
 
 
 def _closure(module: str) -> set[str]:
-    seen, pending = {module}, [module]
+    seen, pending = {module, "stages"}, [module, "stages"]  # running stages.x runs stages/ first
     while pending:
-        for imported in _stage_imports(pending.pop()) - seen:
+        for imported in _imports(pending.pop()) - seen:
             seen.add(imported)
             pending.append(imported)
     return seen
 
 
 def _sections_read(module: str) -> list[str]:
-    source = (REPO_ROOT / "stages" / f"{module}.py").read_text()
+    source = _file(f"stages.{module}").read_text()
     sections = set(re.findall(r"load_params\(\)\.(\w+)", source))
     for name in re.findall(r"(\w+) = load_params\(\)$", source, re.M):  # then name.<section>
         sections |= set(re.findall(rf"\b{name}\.(\w+)", source))
@@ -59,8 +70,8 @@ def _declared(stage: dict, key: str) -> list[str]:
 @pytest.mark.parametrize("name", list(PIPELINE))
 def test_code_deps_are_exactly_the_modules_the_stage_runs(name: str) -> None:
     stage = PIPELINE[name]
-    declared = {d for d in stage["deps"] if d.startswith("stages/")}
-    expected = {f"stages/{m}.py" for m in _closure(_module(stage))} | {"stages/__init__.py"}
+    declared = {d for d in stage["deps"] if d.startswith(tuple(f"{p}/" for p in PACKAGES))}
+    expected = {str(_file(m).relative_to(REPO_ROOT)) for m in _closure(f"stages.{_module(stage)}")}
     assert declared == expected
 
 
@@ -78,10 +89,11 @@ def test_every_artifact_path_is_a_declared_output_and_all_are_cached() -> None:
             for entry in stage.get(key, []):
                 options = next(iter(entry.values())) if isinstance(entry, dict) else {}
                 assert options.get("cache", True), "cache: false keeps outputs off the remote"
-    artifacts = {str(value) for name, value in vars(paths).items() if name.isupper()} - {
-        str(paths.TRAIN_STATE_DIR),
-        str(paths.DIST_DIR),
-        str(paths.TRAIN_LOG_DIR),
+    relative = {name: getattr(Paths, name) for name, value in vars(Paths).items()}
+    artifacts = {str(path) for path in relative.values() if isinstance(path, Path)} - {
+        str(Paths.train_state_dir),
+        str(Paths.dist_dir),
+        str(Paths.train_log_dir),
     }
     assert artifacts <= outputs
     assert "dist/${package.model_name}/${package.version}" in outputs

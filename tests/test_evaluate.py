@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stages.config import TestParams
-from stages.datasets import load_split
+from classifier.dataset import load_split
+from classifier.params import TestParams
 from stages.test import (
     classification_metrics,
     gate_failures,

@@ -1,4 +1,4 @@
-"""Tuning exactly as the README's "Tune" section does it, in a fresh copy of the repository.
+"""Tuning exactly as docs/tuning.md does it, in a fresh copy of the repository.
 
 An experiment runs up to `test`, so every one keeps its own metrics and gate verdict, passing or
 not; a queued sweep runs in temporary copies elsewhere; `dvc repro` still fails for a model below

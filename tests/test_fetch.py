@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from stages.cli import StageError
+from classifier.errors import StageError
+from classifier.mnist import PUBLIC_MIRRORS, RAW_FILES, TRAIN_LABELS
 from stages.fetch import fetch_all, mirror_sources
-from stages.mnist import PUBLIC_MIRRORS, RAW_FILES, TRAIN_LABELS
-from tests.helpers import error_line, run_module
+from testbed.repo import write_params
+from tests.helpers import default_params, error_line, run_module
 
 
 def _copy_mirror(source: Path, target: Path) -> Path:
@@ -126,6 +127,7 @@ def test_cli_exits_nonzero_with_one_line_per_source(tmp_path: Path, serve) -> No
     empty_mirror.mkdir()
     refusing, not_found = _closed_port_url(), serve(empty_mirror) + "mnist/"
     env = {"MNIST_MIRROR": str(empty_mirror), "MNIST_PUBLIC_MIRRORS": f"{refusing} {not_found}"}
+    write_params(tmp_path, default_params())
     result = run_module("fetch", tmp_path, env=env)
     assert result.returncode == 1
     stderr = result.stderr.splitlines()
@@ -153,6 +155,7 @@ def test_cli_falls_back_to_a_public_mirror_that_serves(
     refusing, serving = _closed_port_url(), serve(site) + "mnist/"
     workspace = tmp_path / "workspace"
     workspace.mkdir()
+    write_params(workspace, default_params())
     env = {"MNIST_MIRROR": "", "MNIST_PUBLIC_MIRRORS": f"{refusing} {serving}"}
     result = run_module("fetch", workspace, env=env)
     assert result.returncode == 0, result.stderr
@@ -164,6 +167,7 @@ def test_cli_falls_back_to_a_public_mirror_that_serves(
 
 
 def test_no_source_at_all_is_explained(tmp_path: Path) -> None:
+    write_params(tmp_path, default_params())
     result = run_module("fetch", tmp_path, env={"MNIST_MIRROR": "", "MNIST_PUBLIC_MIRRORS": ""})
     assert result.returncode == 1
     assert error_line(result) == (
@@ -171,3 +175,15 @@ def test_no_source_at_all_is_explained(tmp_path: Path) -> None:
         " set MNIST_MIRROR to a directory or http(s) URL that holds the MNIST .gz files"
     )
     assert not (tmp_path / "data").exists()
+
+
+def test_a_folder_source_needs_nothing_fetched(tmp_path: Path) -> None:
+    """Your own images need no MNIST: no mirror is tried (all of these would fail)."""
+    params = default_params()
+    params["data"].update(source="folder", folder="data/images")
+    write_params(tmp_path, params)
+    env = {"MNIST_MIRROR": str(tmp_path / "none"), "MNIST_PUBLIC_MIRRORS": _closed_port_url()}
+    result = run_module("fetch", tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "fetch: data.source is folder (data/images): nothing to fetch\n"
+    assert [p.name for p in (tmp_path / "data/raw").iterdir()] == ["README.txt"]

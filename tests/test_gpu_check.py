@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from stages import devices
+from classifier import runtime
 from testbed.repo import REPO_ROOT
 from tests.helpers import default_params
 
@@ -60,7 +60,7 @@ def test_dry_run_on_a_cpu(tmp_path: Path, shared_mnist: Path) -> None:
         assert 0.5 < epoch["test_accuracy"] < 0.99  # learned, on 1000 test images; not 99% yet
         assert run["time_to_99_s"] is None
         assert run["final_accuracy"] == epoch["test_accuracy"]
-    gpus = devices.gpu_names()
+    gpus = runtime.gpu_names()
     environment = report["runs"][0]["environment"]
     assert environment["device"] == (f"{len(gpus)} x GPU" if gpus else "CPU")
     batch = default_params()["train"]["batch_size"]

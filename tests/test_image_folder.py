@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stages.cli import StageError
-from stages.config import PrepareParams
-from stages.datasets import load_dataset, load_split
-from stages.image_folder import FolderSource, read_image
+from classifier.dataset import load_dataset, load_split
+from classifier.errors import StageError
+from classifier.folder import FolderSource, read_image
+from classifier.mnist import MnistSource
+from classifier.params import PrepareParams
+from classifier.paths import Paths
 from stages.prepare import prepare
-from stages.sources import MnistSource
 from testbed.images import SHAPES, coloured_shapes, save_image, write_class_folders
 from testbed.repo import write_params
 from tests.helpers import (
@@ -39,13 +40,7 @@ def _shapes_folder(root: Path, per_class: int = 30, seed: int = 0) -> Path:
 
 
 def _prepare(tmp_path: Path, folder: Path, shape=RGB, **changes) -> dict:
-    return prepare(
-        FolderSource(folder, shape),
-        tmp_path / "prepared",
-        tmp_path / "report.json",
-        _params(**changes),
-        shape,
-    )
+    return prepare(FolderSource(folder, shape), _params(**changes), shape, Paths(tmp_path))
 
 
 def test_an_unsplit_folder_is_split_by_prepare(tmp_path: Path) -> None:
@@ -54,7 +49,7 @@ def test_an_unsplit_folder_is_split_by_prepare(tmp_path: Path) -> None:
     (folder / "circle" / ".hidden.png").write_bytes(b"junk")
     save_image(folder / "square" / "more" / "extra.png", coloured_shapes(1, 32, 9)[0][1])
     report = _prepare(tmp_path, folder)
-    dataset = load_dataset(tmp_path / "prepared")
+    dataset = load_dataset(Paths(tmp_path).prepared_dir)
     assert dataset.classes == SHAPES and dataset.input_shape == RGB and dataset.source == "folder"
     # 30 a class (31 squares, one in a subfolder): 20% to test, then 10% of the rest to validation
     assert dataset.counts["test"] == {"circle": 6, "square": 6, "triangle": 6}
@@ -67,7 +62,7 @@ def test_an_unsplit_folder_is_split_by_prepare(tmp_path: Path) -> None:
         "files": 91,
         "test_split": "made by prepare",
     }
-    images, labels = load_split("test", tmp_path / "prepared")
+    images, labels = load_split("test", Paths(tmp_path).prepared_dir)
     assert images.shape == (18, *RGB) and sorted(labels.tolist()) == [0] * 6 + [1] * 6 + [2] * 6
 
 
@@ -77,11 +72,11 @@ def test_a_split_folder_keeps_its_split_and_sorts_class_names(tmp_path: Path) ->
     write_class_folders(tmp_path / "data/train", images[::2], labels[::2], names)
     write_class_folders(tmp_path / "data/test", images[1::2], labels[1::2], names)
     report = _prepare(tmp_path, tmp_path / "data")
-    dataset = load_dataset(tmp_path / "prepared")
+    dataset = load_dataset(Paths(tmp_path).prepared_dir)
     assert dataset.classes == ("a-circle", "b-square", "c-triangle")
     assert dataset.counts["test"] == {"a-circle": 6, "b-square": 6, "c-triangle": 6}
     assert report["split"]["test_from"] == "source"
-    test_images, test_labels = load_split("test", tmp_path / "prepared")
+    test_images, test_labels = load_split("test", Paths(tmp_path).prepared_dir)
     originals = {x.tobytes(): names[y] for x, y in zip(images[1::2], labels[1::2], strict=True)}
     assert len(test_labels) == 18
     for image, label in zip(test_images, test_labels, strict=True):
@@ -117,13 +112,14 @@ def test_the_same_digits_as_pngs_prepare_to_the_same_bytes_as_the_idx_files(
     raw = write_raw_dir(tmp_path / "raw", (train, train_labels), (test, test_labels))
     shape = (28, 28, 1)
     params = _params(max_class_imbalance=2.0)
-    prepare(MnistSource(raw), tmp_path / "from-idx", tmp_path / "idx.json", params, shape)
-    prepare(FolderSource(pngs, shape), tmp_path / "from-png", tmp_path / "png.json", params, shape)
+    from_idx, from_png = Paths(tmp_path / "from-idx"), Paths(tmp_path / "from-png")
+    prepare(MnistSource(raw), params, shape, from_idx)
+    prepare(FolderSource(pngs, shape), params, shape, from_png)
     for split in ("train", "validation", "test"):
-        shards = sorted((tmp_path / "from-idx" / split).iterdir())
+        shards = sorted((from_idx.prepared_dir / split).iterdir())
         assert [p.name for p in shards] == ["00000.bin"]
-        assert shards[0].read_bytes() == (tmp_path / "from-png" / split / "00000.bin").read_bytes()
-    idx, png = load_dataset(tmp_path / "from-idx"), load_dataset(tmp_path / "from-png")
+        assert shards[0].read_bytes() == (from_png.prepared_dir / split / "00000.bin").read_bytes()
+    idx, png = load_dataset(from_idx.prepared_dir), load_dataset(from_png.prepared_dir)
     assert (idx.input_shape, idx.classes, idx.counts) == (png.input_shape, png.classes, png.counts)
     assert (idx.source, png.source) == ("mnist", "folder") and idx.checksum != png.checksum
 
@@ -243,7 +239,8 @@ def test_bad_input_is_one_line_naming_the_cause_and_nothing_is_written(
         _prepare(tmp_path, folder)
     assert "\n" not in str(error.value)
     assert str(error.value).startswith(message.format(f=folder))
-    assert sorted(p.name for p in tmp_path.iterdir()) == (["shapes"] if folder.exists() else [])
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and "shapes" not in p.parts]
+    assert written == []  # no prepared data, no report, no scratch left behind
 
 
 def test_train_test_duplicates_name_the_files(tmp_path: Path) -> None:

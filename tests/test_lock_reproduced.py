@@ -7,8 +7,8 @@ and a clone can check out (or pull) exactly the outputs the lock names. It also 
 pipeline. Default params, real MNIST: the most expensive runs in the suite (~1 minute on all
 cores, ~2 on one).
 
-The promise is made for CPU training on x86-64 (README, "Determinism"): the CPU recipe
-(``stages.CPU_RECIPE``) fixes the thread pools and caps oneDNN at AVX, which every CPU that
+The promise is made for CPU training on x86-64 (docs/reproducibility.md): the CPU recipe
+(``classifier.CPU_RECIPE``) fixes the thread pools and caps oneDNN at AVX, which every CPU that
 TensorFlow's x86-64 wheels run on has, so neither the CPU nor its core count changes a byte. The
 clone runs with the recipe whatever this shell sets, and with GPUs hidden: a GPU trains its own
 bytes. On another architecture the test says so instead of listing every hash.
@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import CPU_RECIPE
+from classifier import CPU_RECIPE
 from testbed.repo import ALL_STAGES, DvcRepo, copy_of_repository
 from testbed.weights_probe import outside_the_promise
 

@@ -15,13 +15,14 @@ import tensorflow as tf
 from PIL import Image
 
 import stages.package
-from stages.cli import StageError
-from stages.config import parse_params
-from stages.datasets import load_split
-from stages.keras_io import load_model
-from stages.mnist import CLASSES as MNIST_CLASSES
+from classifier.dataset import load_split
+from classifier.errors import StageError
+from classifier.mnist import CLASSES as MNIST_CLASSES
+from classifier.model import load_model
+from classifier.params import parse_params
+from classifier.paths import Paths
+from classifier.savedmodel import run_signature_in_session
 from stages.predict import load_image, trained_on
-from stages.session_loader import run_signature_in_session
 from testbed.repo import REPO_ROOT, write_params
 from tests.helpers import (
     error_line,
@@ -238,18 +239,11 @@ def test_two_exports_in_one_process_differ_only_in_trace_numbers(
     assert singleprints[0] == singleprints[1]
 
 
-def package_into(dist: Path, packaged: Path) -> None:
-    """Run the package stage in this process on the packaged workspace's inputs."""
-    stages.package.package(
-        parse_params(fast_params()),
-        model_file=packaged / "models/model.keras",
-        prepared_dir=packaged / "data/prepared",
-        test_metrics_file=packaged / "metrics/test.json",
-        test_report_file=packaged / "reports/test.json",
-        data_report_file=packaged / "reports/data_validation.json",
-        train_report_file=packaged / "reports/train.json",
-        dist_dir=dist,
-    )
+def package_into(root: Path, packaged: Path) -> None:
+    """Run the package stage in this process in ``root``, on the packaged workspace's inputs."""
+    for inputs in ("models", "metrics", "reports", "data/prepared"):
+        shutil.copytree(packaged / inputs, root / inputs)
+    stages.package.package(parse_params(fast_params()), Paths(root))
 
 
 def test_a_disagreeing_export_is_refused_and_not_written(
@@ -269,7 +263,7 @@ def test_a_disagreeing_export_is_refused_and_not_written(
         match=r"^exported model disagrees with the trained model when loaded by"
         r" tf\.saved_model\.load \(batches of 1000\): \d+ different classes",
     ):
-        package_into(tmp_path / "dist", packaged)
+        package_into(tmp_path, packaged)
     assert list((tmp_path / "dist/mnist").iterdir()) == []
 
 
@@ -299,7 +293,7 @@ def test_an_export_tensorflow_serving_cannot_load_is_refused_and_not_written(
 ) -> None:
     monkeypatch.setattr(stages.package, "export_savedmodel", export_keras_wrappers)
     with pytest.raises(StageError) as raised:
-        package_into(tmp_path / "dist", packaged)
+        package_into(tmp_path, packaged)
     assert re.fullmatch(
         r"exported model does not run in a TF1 session, as TensorFlow Serving loads it"
         r" \(FailedPreconditionError: Could not find variable [\w/]+\); the export was not written",
@@ -326,7 +320,7 @@ def test_a_session_loader_disagreement_is_refused_and_not_written(
 
     monkeypatch.setattr(stages.package, "run_signature_in_session", served_wrong_at)
     with pytest.raises(StageError) as raised:
-        package_into(tmp_path / "dist", packaged)
+        package_into(tmp_path, packaged)
     assert re.fullmatch(
         r"exported model disagrees with the trained model when loaded by"
         rf" tf\.compat\.v1\.saved_model\.loader\.load \(batches of {batch_size}\): {differing}"
@@ -424,6 +418,7 @@ def test_predict_from_outside_the_repository(tmp_path: Path, packaged: Path) -> 
     """Run from another folder, it uses the package of the repository its code is in."""
     repository = tmp_path / "repository"
     shutil.copytree(REPO_ROOT / "stages", repository / "stages")
+    shutil.copytree(REPO_ROOT / "classifier", repository / "classifier")
     shutil.copytree(packaged / "dist", repository / "dist")
     shutil.copy(packaged / "params.yaml", repository / "params.yaml")
     elsewhere = tmp_path / "elsewhere"

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stages.cli import StageError
-from stages.config import PrepareParams
-from stages.datasets import load_dataset, load_split
-from stages.idx import read_idx
+from classifier.dataset import load_dataset, load_split
+from classifier.errors import StageError
+from classifier.mnist import MnistSource, read_idx
+from classifier.params import PrepareParams
+from classifier.paths import Paths
 from stages.prepare import content_keys, prepare, stratified_split
-from stages.sources import MnistSource
 from testbed.repo import REPO_ROOT, write_params
 from tests.helpers import (
     default_params,
@@ -43,9 +43,7 @@ def _arrays() -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarr
 
 def _prepare(tmp_path: Path, train, test, **changes) -> dict:
     raw = write_raw_dir(tmp_path / "raw", train, test)
-    return prepare(
-        MnistSource(raw), tmp_path / "prepared", tmp_path / "report.json", _params(**changes), SHAPE
-    )
+    return prepare(MnistSource(raw), _params(**changes), SHAPE, Paths(tmp_path))
 
 
 # --- IDX -------------------------------------------------------------------------------------
@@ -110,7 +108,7 @@ def test_prepare_writes_shards_description_and_report(tmp_path: Path) -> None:
         "seed": 42,
         "test_from": "source",
     }
-    prepared = tmp_path / "prepared"
+    prepared = Paths(tmp_path).prepared_dir
     dataset = load_dataset(prepared)
     assert dataset.source == "mnist" and dataset.classes == tuple(str(d) for d in range(10))
     assert dataset.input_shape == SHAPE
@@ -133,7 +131,7 @@ def test_prepare_writes_shards_description_and_report(tmp_path: Path) -> None:
     listing = "".join(f"{name} {md5}\n" for name, md5 in sorted(files.items()))
     assert dataset.checksum == hashlib.sha256(listing.encode()).hexdigest()
     assert report["source"]["files"]["train-labels-idx1-ubyte"]["pinned"] is False  # synthetic
-    assert json.loads((tmp_path / "report.json").read_text()) == json.loads(json.dumps(report))
+    assert json.loads(Paths(tmp_path).data_report.read_text()) == json.loads(json.dumps(report))
 
 
 def test_the_prepared_bytes_do_not_depend_on_the_sources_order(tmp_path: Path) -> None:
@@ -145,7 +143,7 @@ def test_the_prepared_bytes_do_not_depend_on_the_sources_order(tmp_path: Path) -
     _prepare(tmp_path / "c", train, test, seed=43)
 
     def shards(name: str) -> list[bytes]:
-        return [p.read_bytes() for p in sorted((tmp_path / name / "prepared").rglob("*.bin"))]
+        return [p.read_bytes() for p in sorted(Paths(tmp_path / name).prepared_dir.rglob("*.bin"))]
 
     assert shards("a") == shards("b")
     assert shards("a") != shards("c")
@@ -162,7 +160,7 @@ def test_the_description_records_whether_the_training_images_borders_are_dark(
     test_images = images[:TEST_COUNT].copy()
     test_images[:, 20:24, 20:24] = 255 - border  # unlike every training image
     _prepare(tmp_path, (images, labels), (test_images, labels[:TEST_COUNT]))
-    assert load_dataset(tmp_path / "prepared").background == background
+    assert load_dataset(Paths(tmp_path).prepared_dir).background == background
 
 
 # --- the checks ------------------------------------------------------------------------------
@@ -209,8 +207,11 @@ def test_bad_data_is_one_line_and_nothing_is_written(tmp_path: Path, damage, mes
     with pytest.raises(StageError) as error:
         _prepare(tmp_path, train, test)
     assert str(error.value) == message.format(raw=tmp_path / "raw")
-    assert not (tmp_path / "prepared").exists() and not (tmp_path / "report.json").exists()
-    assert [p.name for p in tmp_path.iterdir()] == ["raw"]  # no scratch left behind
+    assert (
+        not (Paths(tmp_path).prepared_dir).exists() and not (Paths(tmp_path).data_report).exists()
+    )
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and "raw" not in p.parts]
+    assert written == []  # no prepared data, no report, no scratch left behind
 
 
 def test_imbalance_beyond_the_limit_is_an_error(tmp_path: Path) -> None:

@@ -165,7 +165,7 @@ def test_read_only_role_cannot_push(
 
 
 def _append_comment(repo: DvcRepo, module: str) -> None:
-    path = repo.repo / "stages" / module
+    path = repo.repo / module
     path.write_text(path.read_text() + "# a change to this module's code\n")
 
 
@@ -176,7 +176,7 @@ def _new_data_version(repo: DvcRepo, shared_mnist: Path, tmp: Path) -> None:
     labels = bytearray(gzip.decompress((shared_mnist / "train-labels-idx1-ubyte.gz").read_bytes()))
     labels[8 + 11] = (labels[8 + 11] + 1) % 10
     (mirror / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(bytes(labels)))
-    pins = repo.repo / "stages/mnist.py"
+    pins = repo.repo / "classifier/mnist.py"
     pins.write_text(
         pins.read_text().replace(
             "a25bea736e30d166cdddb491f175f624", hashlib.md5(labels).hexdigest()
@@ -205,12 +205,12 @@ CHANGES = [
         ["prepare", "train", "test", "package"],
     ),
     *[
-        (f"code-{stage}", lambda r, *_, m=f"{stage}.py": _append_comment(r, m), [stage])
+        (f"code-{stage}", lambda r, *_, m=f"stages/{stage}.py": _append_comment(r, m), [stage])
         for stage in ALL_STAGES
     ],
     (
         "code-shared-helper",
-        lambda r, *_: _append_comment(r, "keras_io.py"),
+        lambda r, *_: _append_comment(r, "classifier/model.py"),
         ["build", "train", "test", "package"],
     ),
     # build reads the dataset's shape and classes from data/prepared/dataset.json, which a new

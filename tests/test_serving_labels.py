@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from classifier.errors import StageError, run_stage
 from serving import labels
 from serving.labels import Labels
 from serving.layout import Host
-from stages.cli import StageError, run_stage
 from tests.tf_serving_config import parse_config
 
 

@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 
 from ci_jobs import release
+from classifier.errors import StageError, run_stage
 from serving import labels, sync
 from serving.layout import Host
-from stages.cli import StageError, run_stage
 from testbed.s3 import BUCKET, PUSH_ROLE, RELEASE_ROLE, SeaweedFS, iam_config
 from tests.test_infra import BED_SERVING_ROLE, bed_role, s3_session, template_policy
 from tests.tf_serving_config import parse_config

@@ -16,15 +16,15 @@ import pytest
 import tensorflow as tf
 from keras.optimizers import LossScaleOptimizer
 
-from stages import CPU_RECIPE
-from stages.cli import StageError
-from stages.config import TrainParams, parse_params
-from stages.datasets import load_split, write_splits
-from stages.keras_io import load_model, save_model
-from stages.mnist import MNIST_MODEL_IO
-from stages.model import build_model
-from stages.runtime import FULL, MIXED
-from stages.streams import training_batches
+from classifier import CPU_RECIPE
+from classifier.dataset import load_split, write_splits
+from classifier.errors import StageError
+from classifier.mnist import MNIST_MODEL_IO
+from classifier.model import build_model, load_model, save_model
+from classifier.params import TrainParams, parse_params
+from classifier.paths import Paths
+from classifier.runtime import FULL, MIXED
+from classifier.streams import training_batches
 from stages.train import learning_rate_schedule, train
 from testbed.repo import REPO_ROOT, write_params
 from tests.helpers import fast_params, write_prepared_subset
@@ -81,17 +81,7 @@ def _workspace(root: Path, policy: str = FULL, **train_changes) -> tuple[Path, T
 
 
 def _run(root: Path, params: TrainParams, callbacks=(), strategy=None) -> list[dict]:
-    return train(
-        params,
-        untrained_model=root / "models/untrained.keras",
-        prepared_dir=root / "data/prepared",
-        model_out=root / "models/model.keras",
-        live_dir=root / "metrics/train",
-        state_dir=root / ".train-state",
-        report_out=root / "reports/train.json",
-        extra_callbacks=callbacks,
-        strategy=strategy,
-    )
+    return train(params, Paths(root), extra_callbacks=callbacks, strategy=strategy)
 
 
 def _outputs(root: Path) -> dict[str, bytes]:
@@ -274,24 +264,20 @@ TWO_CPU_REPLICAS = """
 import sys
 from pathlib import Path
 
-import stages  # its CPU recipe, before TensorFlow loads
+import classifier  # its CPU recipe, before TensorFlow loads
 import tensorflow as tf
 
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-from stages.config import load_params
+from classifier.params import load_params
+from classifier.paths import Paths
 from stages.train import train
 
 for root in map(Path, sys.argv[1:]):
     train(
         load_params(root / "params.yaml").train,
-        untrained_model=root / "models/untrained.keras",
-        prepared_dir=root / "data/prepared",
-        model_out=root / "models/model.keras",
-        live_dir=root / "metrics/train",
-        state_dir=root / ".train-state",
-        report_out=root / "reports/train.json",
+        Paths(root),
         strategy=tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]),
     )
 """

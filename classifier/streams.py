@@ -14,7 +14,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from stages.datasets import LABEL_BYTES, Dataset
+from classifier.dataset import LABEL_BYTES, Dataset
 
 
 def _decode(records: tf.Tensor, dataset: Dataset) -> tuple[tf.Tensor, tf.Tensor]:

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from ruamel.yaml import YAML, YAMLError
 
-from stages.cli import StageError
+from classifier.errors import StageError
 
 PARAMS_FILE = Path("params.yaml")
 

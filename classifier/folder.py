@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from stages.cli import StageError
-from stages.datasets import MAX_CLASSES
-from stages.sources import Source, listing_checksum
+from classifier.dataset import MAX_CLASSES
+from classifier.errors import StageError
+from classifier.sources import Source, listing_checksum
 
 SOURCE = "folder"
 IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF")

@@ -10,7 +10,7 @@ light (``predict`` brings a grayscale image to the same); and how the splits are
 Each split is a few large files of fixed-size records, ``<split>/00000.bin``, ``00001.bin``, ...:
 one byte of label, then the image's ``H * W * C`` bytes (row-major, channels last). DVC handles a
 few large files far faster than one file per image, and a shard is small enough to hold in
-memory, so no stage holds a whole split (``stages/streams.py`` reads them with ``tf.data``).
+memory, so no stage holds a whole split (``classifier/streams.py`` reads them with ``tf.data``).
 """
 
 from __future__ import annotations
@@ -23,9 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.artifacts import write_json
-from stages.cli import StageError
-from stages.paths import PREPARED_DIR
+from classifier.errors import StageError
+from classifier.files import write_json
 
 CONTRACT_FILE = "dataset.json"
 SPLITS = ("train", "validation", "test")
@@ -167,7 +166,7 @@ def write_splits(
     return dataset
 
 
-def load_dataset(prepared_dir: Path = PREPARED_DIR) -> Dataset:
+def load_dataset(prepared_dir: Path) -> Dataset:
     """The description ``prepare`` wrote."""
     path = prepared_dir / CONTRACT_FILE
     try:
@@ -221,7 +220,7 @@ def read_examples(
 
 
 def load_split(
-    name: str, prepared_dir: Path = PREPARED_DIR, limit: int | None = None
+    name: str, prepared_dir: Path, limit: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Images ``[N, H, W, C]`` and labels ``[N]`` (uint8) of the first ``limit`` examples of the
     split ``name`` (all by default: only for data known to be small, e.g. in tests)."""

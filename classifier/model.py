@@ -1,10 +1,12 @@
-"""Saving and loading ``.keras`` models so that equal models give equal bytes.
+"""The network (a small convnet built from ``build.*`` params for the dataset's shape and
+classes) and its ``.keras`` files, saved so that equal models give equal bytes.
 
 Keras' native format is a zip holding ``config.json``, ``metadata.json`` (with the save date) and
 ``model.weights.h5``; the zip entries carry timestamps too, and ``config.json`` numbers objects
-shared between layers (e.g. a dtype policy) by their memory address. We rewrite the archive with a
-fixed date, fixed entry times and shared objects numbered in order of appearance, so the file's
-bytes depend only on the model. A model is loaded under the dtype policy it was built under.
+shared between layers (e.g. a dtype policy) by their memory address. ``save_model`` rewrites the
+archive with a fixed date, fixed entry times and shared objects numbered in order of appearance,
+so the file's bytes depend only on the model. A model is loaded under the dtype policy it was
+built under.
 """
 
 from __future__ import annotations
@@ -15,9 +17,73 @@ from pathlib import Path
 from typing import Any
 
 import keras
+from keras import layers
 
-from stages.artifacts import atomic_path
-from stages.cli import StageError
+from classifier.errors import StageError
+from classifier.files import atomic_path
+from classifier.params import BuildParams
+
+OPTIMIZERS = {
+    "adam": keras.optimizers.Adam,
+    "sgd": keras.optimizers.SGD,
+    "rmsprop": keras.optimizers.RMSprop,
+}
+
+
+def _conv_block(x, filters: int, params: BuildParams):
+    if not params.batch_norm:
+        return layers.Conv2D(
+            filters, params.kernel_size, padding=params.padding, activation="relu"
+        )(x)
+    x = layers.Conv2D(filters, params.kernel_size, padding=params.padding, use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    return layers.ReLU()(x)
+
+
+def build_model(
+    params: BuildParams, policy: str, input_shape: tuple[int, int, int], num_classes: int
+) -> keras.Model:
+    """Construct and compile the model described by ``params`` for uint8 images of
+    ``input_shape`` (height, width, channels) and ``num_classes`` classes, under ``policy``."""
+    # Layer names (conv2d, conv2d_1, ...) are saved with the model; a fresh session makes them
+    # independent of whatever was built earlier in this process.
+    keras.backend.clear_session()
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        keras.utils.set_random_seed(params.seed)
+        images = keras.Input(input_shape, dtype="uint8", name="images")
+        x = layers.Rescaling(1 / 255)(images)
+        for index, filters in enumerate(params.conv_filters):
+            if index:
+                x = layers.MaxPooling2D()(x)
+            x = _conv_block(x, filters, params)
+        x = layers.Flatten()(x)
+        if params.dense_units:
+            x = layers.Dropout(params.dropout)(x)
+            x = layers.Dense(params.dense_units, activation="relu")(x)
+        x = layers.Dropout(params.dropout)(x)
+        # float32 output keeps softmax and the loss exact under mixed precision.
+        probabilities = layers.Dense(
+            num_classes, activation="softmax", dtype="float32", name="probabilities"
+        )(x)
+        model = keras.Model(images, probabilities, name="convnet")
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+    model.compile(
+        optimizer=OPTIMIZERS[params.optimizer](learning_rate=params.learning_rate),
+        # Labels arrive one-hot (stages.train.one_hot), as label smoothing needs them.
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=params.label_smoothing),
+        metrics=["accuracy"],
+        # Saved with the model. Keras' default, "auto", would save True when built on a GPU, yet
+        # the pipeline trains with TF op determinism, under which Keras refuses XLA (and TF has
+        # no deterministic XLA MaxPool gradient on a GPU): off, stated, the same on any machine.
+        jit_compile=False,
+    )
+    # Create the optimizer's slots now, so that the saved model loads without a state mismatch.
+    model.optimizer.build(model.trainable_variables)
+    return model
+
 
 FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can hold
 FIXED_SAVE_DATE = "1980-01-01@00:00:00"  # Keras' own date format

@@ -1,12 +1,13 @@
-"""Where training runs: the visible GPUs, the distribution strategy for them, and a record of both.
+"""TensorFlow at run time: seeds and determinism, the precision policy, and where training runs
+(the visible GPUs, the distribution strategy for them, and a record of both).
 
 ``build.mixed_precision: auto`` and the strategy depend on the hardware, which DVC's run-cache
 cannot see; the record written beside the trained model (``reports/train.json``, copied into the
 model card) says where a restored model was made. It holds no timestamps, host names or timings,
 and on a CPU no CPU model either, so every CPU machine writes the same bytes; it does hold the CPU
-recipe in effect (``stages.CPU_RECIPE``, or what the environment set instead), on which they depend.
-
-The strategy is a pure function of the visible GPUs, so its branches are tested with fake lists.
+recipe in effect (``classifier.CPU_RECIPE``, or what the environment set instead), on which they
+depend. The strategy is a pure function of the visible GPUs, so its branches are tested with fake
+lists.
 """
 
 from __future__ import annotations
@@ -18,7 +19,32 @@ from dataclasses import dataclass
 import keras
 import tensorflow as tf
 
-from stages import CPU_RECIPE
+from classifier import CPU_RECIPE
+
+MIXED = "mixed_float16"
+FULL = "float32"
+
+
+def precision_policy(setting: str, gpu: bool) -> str:
+    """The Keras dtype policy for ``build.mixed_precision``.
+
+    ``auto`` uses float16 compute only where it pays off (a GPU); on a CPU it is slower and less
+    exact, so ``auto`` keeps float32 there. ``on``/``off`` force either.
+    """
+    if setting == "on" or (setting == "auto" and gpu):
+        return MIXED
+    return FULL
+
+
+def make_deterministic(seed: int) -> None:
+    """Seed Python, NumPy and TensorFlow, and make TF pick deterministic kernels.
+
+    With this and the CPU recipe that importing ``stages`` sets (fixed thread pools, oneDNN
+    capped at AVX), a CPU run's results depend only on data, code and params, on any x86-64 CPU.
+    """
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
 
 MIRRORED = "MirroredStrategy"
 DEFAULT = "default"
@@ -87,6 +113,6 @@ def environment_record(
 
 
 def cpu_recipe_in_effect() -> dict[str, str | None]:
-    """The thread-pool and oneDNN settings this process runs with (``stages.CPU_RECIPE``'s
+    """The thread-pool and oneDNN settings this process runs with (``classifier.CPU_RECIPE``'s
     variables, as the environment has them: the recipe unless something set them before)."""
     return {name: os.environ.get(name) for name in CPU_RECIPE}
