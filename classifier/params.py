@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ruamel.yaml import YAML, YAMLError
 
 from classifier.errors import StageError
+from classifier.paths import Paths
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -58,7 +59,33 @@ class DataParams(_Section):
                 f"data.folder {MNIST_FOLDER} is the fetch stage's output; put your images in"
                 " another folder, e.g. data/images"
             )
+        elif clash := next((o for o in OUTPUT_FOLDERS if _overlaps(self.folder, o)), None):
+            raise ValueError(
+                f"data.folder {self.folder} overlaps {clash}, which the pipeline writes; put your"
+                " images in another folder, e.g. data/images"
+            )
         return self
+
+
+def _output_folders() -> tuple[str, ...]:
+    """What the pipeline (and DVC) write: each ``data/`` output itself, the others' top folder."""
+    written = [getattr(Paths, name) for name, value in vars(Paths).items() if not callable(value)]
+    folders = {
+        str(path) if path.parts[0] == "data" else path.parts[0]
+        for path in written
+        if isinstance(path, Path)
+    }
+    return tuple(sorted(folders | {".dvc", ".git"}))
+
+
+OUTPUT_FOLDERS = _output_folders()
+
+
+def _overlaps(folder: str, output: str) -> bool:
+    """Whether ``folder`` is ``output``, inside it, or holds it (DVC refuses such a dependency)."""
+    mine, theirs = Path(folder).parts, Path(output).parts
+    shorter = min(len(mine), len(theirs))
+    return mine[:shorter] == theirs[:shorter]
 
 
 class PrepareParams(_Section):

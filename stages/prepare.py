@@ -78,6 +78,17 @@ def check_every_class_present(counts: dict[str, dict[str, int]], params: Prepare
             )
 
 
+def check_validation_split(counts: dict[str, dict[str, int]], params: PrepareParams) -> None:
+    """Training needs validation images (its per-epoch metrics and the resume record use them)."""
+    if not sum(counts["validation"].values()):
+        training = sum(counts["train"].values())
+        raise StageError(
+            f"prepare.validation_fraction {params.validation_fraction} of {training} training"
+            " images leaves none for validation (each class rounds to 0); add images or raise"
+            " prepare.validation_fraction"
+        )
+
+
 def check_balance(counts: dict[str, int], params: PrepareParams) -> float:
     imbalance = class_imbalance(counts)
     if imbalance > params.max_class_imbalance:
@@ -267,6 +278,7 @@ def prepare(
         part_digests = {n: digests[p.source_split][p.members] for n, p in plan.items()}
         counts = {n: class_counts(part_labels[n], source.classes) for n in SPLITS}
         check_every_class_present(counts, params)
+        check_validation_split(counts, params)
         imbalance = check_balance(counts["train"], params)
         training = np.concatenate([part_digests["train"], part_digests["validation"]])
         leaks = leaked(part_digests["test"], training)

@@ -125,13 +125,13 @@ def test_values_written_by_dvc_are_read_as_dvc_reads_them(tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     "change", [{"image_size": [32, 32]}, {"channels": 3}, {"source": "data/images"}]
 )
-def test_mnist_is_the_only_source_so_far_and_only_as_28x28_grayscale(change: dict) -> None:
+def test_the_source_is_mnist_or_folder_and_mnist_only_28x28_grayscale(change: dict) -> None:
     raw = default_params()
     raw["data"].update(change)
     with pytest.raises(StageError) as error:
         parse_params(raw)
     if "source" in change:
-        assert "data.source: input should be 'mnist'" in str(error.value)
+        assert "data.source: input should be 'mnist' or 'folder'" in str(error.value)
     else:
         assert str(error.value) == (
             "invalid params.yaml: data: MNIST images are 28x28 grayscale: set data.image_size"
@@ -145,3 +145,49 @@ def test_feature_map_size_follows_the_image_side() -> None:
     raw.update(conv_filters=[8, 16, 32], kernel_size=5, padding="valid")
     build = BuildParams(**raw)
     assert feature_map_size(build, 28) == 0 and feature_map_size(build, 64) == 9
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {"folder": "data/images"},
+            "data.folder must be data/raw for data.source mnist (where fetch puts the MNIST"
+            " files); for your own images set data.source: folder",
+        ),
+        (
+            {"source": "folder"},
+            "data.folder data/raw is the fetch stage's output; put your images in another"
+            " folder, e.g. data/images",
+        ),
+        (
+            {"source": "folder", "folder": "data/prepared/mine"},
+            "data.folder data/prepared/mine overlaps data/prepared, which the pipeline writes;"
+            " put your images in another folder, e.g. data/images",
+        ),
+        (
+            {"source": "folder", "folder": "data"},
+            "data.folder data overlaps data/prepared, which the pipeline writes; put your"
+            " images in another folder, e.g. data/images",
+        ),
+        (
+            {"source": "folder", "folder": "../elsewhere"},
+            "data.folder '../elsewhere' must be inside the repository",
+        ),
+    ],
+    ids=["mnist-elsewhere", "folder-in-raw", "inside-an-output", "holding-an-output", "outside"],
+)
+def test_data_folder_must_fit_its_source(data: dict, message: str) -> None:
+    raw = default_params()
+    raw["data"].update(data)
+    with pytest.raises(StageError) as error:
+        parse_params(raw)
+    assert str(error.value) == f"invalid params.yaml: data: {message}"
+
+
+def test_an_absolute_data_folder_is_refused() -> None:
+    raw = default_params()
+    raw["data"].update(source="folder", folder="/home/me/images")
+    with pytest.raises(StageError, match=r"data\.folder: string should match pattern"):
+        parse_params(raw)
+    assert parse_params({**raw, "data": {**raw["data"], "folder": "data/images"}})

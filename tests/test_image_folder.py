@@ -166,6 +166,15 @@ def _keep_triangles(count: int):
     return damage
 
 
+def _keep_per_class(count: int):
+    def damage(folder: Path) -> None:
+        for name in SHAPES:
+            for path in sorted(folder.glob(f"{name}/*"))[count:]:
+                path.unlink()
+
+    return damage
+
+
 def _split_with_extra_test_class(folder: Path) -> None:
     (folder / "train").mkdir()
     for name in SHAPES:
@@ -216,6 +225,11 @@ BAD_INPUTS = {
         "train class imbalance 1.750 (largest/smallest class) exceeds prepare.max_class_imbalance"
         " 1.5; counts {{'circle': 7, 'square': 7, 'triangle': 4}}; add images to the small"
         " classes or raise the limit",
+    ),
+    "no-validation": (
+        _keep_per_class(5),
+        "prepare.validation_fraction 0.1 of 12 training images leaves none for validation (each"
+        " class rounds to 0); add images or raise prepare.validation_fraction",
     ),
     "all-black": (
         lambda f: save_image(f / "circle" / "00003.png", np.zeros((32, 32, 3), np.uint8)),
