@@ -108,9 +108,9 @@ class FolderSource(Source):
             self._check_split_classes(splits)
         if len(self.classes) < 2:
             where = root / "train" if self.presplit else root
+            found = f"1 class folder ({self.classes[0]})" if self.classes else "no class folder"
             raise StageError(
-                f"{where} has {len(self.classes)} class folder ({', '.join(self.classes)}); a"
-                f" classifier needs at least two: {where}/<class>/<image>"
+                f"{where} has {found}; a classifier needs at least two: {where}/<class>/<image>"
             )
         if len(self.classes) > MAX_CLASSES:
             raise StageError(f"{root} has {len(self.classes)} classes; at most {MAX_CLASSES}")

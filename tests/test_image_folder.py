@@ -150,6 +150,11 @@ def _keep_only_circles(folder: Path) -> None:
         (folder / name).rmdir()
 
 
+def _empty_of_classes(folder: Path) -> None:
+    _remove(folder)
+    folder.mkdir()
+
+
 def _remove(folder: Path) -> None:
     for name in SHAPES:
         for path in (folder / name).iterdir():
@@ -204,6 +209,10 @@ BAD_INPUTS = {
     "one-class": (
         _keep_only_circles,
         "{f} has 1 class folder (circle); a classifier needs at least two: {f}/<class>/<image>",
+    ),
+    "no-class": (
+        _empty_of_classes,
+        "{f} has no class folder; a classifier needs at least two: {f}/<class>/<image>",
     ),
     "stray-file": (
         lambda f: save_image(f / "loose.png", np.zeros((4, 4, 3), np.uint8)),
