@@ -12,7 +12,7 @@ import pytest
 
 from tests.helpers import SHARED_MNIST
 
-# Modules that take minutes on one worker (two default-params pipelines each): started first, so
+# Modules that take minutes on one worker (a default-params pipeline): started first, so
 # that the other worker runs the rest of the suite beside them instead of after them.
 LONGEST_MODULES = ("test_lock_reproduced.py",)
 

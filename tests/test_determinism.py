@@ -4,7 +4,7 @@ Each run trains a few steps of the default model in a fresh process (``testbed.w
 so TensorFlow starts with exactly the environment given; the weights' md5 is compared. Under the
 recipe, one core and two give the same weights; changing either thing the recipe pins, the
 thread pool's size or oneDNN's instruction-set cap, changes them: the recipe is what pins them.
-(The committed ``dvc.lock`` itself is checked on one core and on all in test_lock_reproduced.py.)
+(The committed ``dvc.lock`` itself is checked on one core in test_lock_reproduced.py.)
 """
 
 from __future__ import annotations
