@@ -92,6 +92,7 @@ class PrepareParams(_Section):
     seed: Seed
     validation_fraction: float = Field(gt=0, lt=0.5)
     test_fraction: float = Field(gt=0, lt=0.5)
+    sample_fraction: float = Field(gt=0, le=1)
     max_class_imbalance: float = Field(ge=1)
     max_train_test_duplicates: int = Field(ge=0)
 

@@ -44,7 +44,7 @@ from classifier.sources import Source
 
 SPOOL = ".spool"
 SPOOL_CHUNK = 8 * 2**20  # bytes of the spool read at once
-TEST_KEY, VALIDATION_KEY, ORDER_KEY = 1, 2, 3  # what a content key decides
+TEST_KEY, VALIDATION_KEY, ORDER_KEY, SAMPLE_KEY = 1, 2, 3, 4  # what a content key decides
 
 
 def pixel_digest(pixels: bytes) -> int:
@@ -159,6 +159,22 @@ class Part:
     members: np.ndarray  # indices into the source split; position i holds members[i]
 
 
+def sampled(
+    part: Part, labels: np.ndarray, digests: np.ndarray, fraction: float, seed: int
+) -> Part:
+    """``fraction`` of every class of ``part`` (at least one image), the ones with the lowest
+    keys: a quick run's split, stratified like the whole one and a subset of it."""
+    keys = content_keys(digests, seed, SAMPLE_KEY)
+    part_labels = labels[part.members]
+    kept = [
+        by_key(part.members[part_labels == label], keys)[
+            : max(1, round(np.count_nonzero(part_labels == label) * fraction))
+        ]
+        for label in np.unique(part_labels)
+    ]
+    return Part(part.source_split, np.sort(np.concatenate(kept)) if kept else part.members)
+
+
 def split_plan(
     labels: dict[str, np.ndarray], digests: dict[str, np.ndarray], params: PrepareParams
 ) -> dict[str, Part]:
@@ -178,6 +194,17 @@ def split_plan(
         "validation": Part("train", pool[validation]),
         "test": test,
     }
+    if params.sample_fraction < 1:
+        parts = {
+            name: sampled(
+                part,
+                labels[part.source_split],
+                digests[part.source_split],
+                params.sample_fraction,
+                params.seed,
+            )
+            for name, part in parts.items()
+        }
     ordered = {}
     for name, part in parts.items():
         keys = content_keys(digests[part.source_split], params.seed, ORDER_KEY)
@@ -230,7 +257,7 @@ def write_parts(
     # Destination of each spooled record: (split index, position), in spool order.
     offsets = np.cumsum([0, *(len(split_labels) for split_labels in labels.values())])
     start = dict(zip(labels, offsets[:-1].tolist(), strict=True))
-    target = np.full(offsets[-1], -1, np.int8)  # 5 bytes an image: the plan, not the images
+    target = np.full(offsets[-1], -1, np.int8)  # -1: in no split; 5 bytes an image in all
     position = np.zeros(offsets[-1], np.int32)
     for number, name in enumerate(SPLITS):
         part = plan[name]
@@ -246,14 +273,15 @@ def write_parts(
         while chunk := stream.read(SPOOL_CHUNK // record_bytes * record_bytes or record_bytes):
             records = np.frombuffer(chunk, np.uint8).reshape(-1, record_bytes)
             where = target[done : done + len(records)]
-            for record, split_number, slot in zip(
-                records, where, position[done : done + len(records)], strict=True
-            ):
+            slots = position[done : done + len(records)]
+            done += len(records)
+            chosen = where >= 0  # all, unless prepare.sample_fraction left some out
+            records, where, slots = records[chosen], where[chosen], slots[chosen]
+            for record, split_number, slot in zip(records, where, slots, strict=True):
                 writers[split_number].write(int(slot), record.tobytes())
             images = records[:, 1:].reshape(-1, *shape)
             pixel_sums += np.bincount(where, images.mean(axis=(1, 2, 3)), minlength=len(SPLITS))
             border_total += np.bincount(where, border_sums(images), minlength=len(SPLITS))
-            done += len(records)
     for writer in writers:
         writer.close()
     sizes = [max(1, len(plan[name].members)) for name in SPLITS]
@@ -304,6 +332,7 @@ def prepare(
         "split": {
             **{name: len(part.members) for name, part in plan.items()},
             "seed": params.seed,
+            "sample_fraction": params.sample_fraction,
             "test_from": "source" if "test" in labels else "prepare.test_fraction",
         },
         **{

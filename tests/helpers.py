@@ -82,6 +82,7 @@ def default_params() -> dict:
 def fast_params(**sections: dict) -> dict:
     """The repository's params, made small and fast, with ``sections`` merged over them."""
     params = default_params()
+    params["prepare"].update(sample_fraction=0.25)  # MNIST: 13,500 / 1,499 / 2,501 images
     params["build"].update(conv_filters=[8, 16], dense_units=0, learning_rate=0.003)
     params["train"].update(epochs=2, batch_size=128, warmup_fraction=0.1)
     params["test"].update(min_accuracy=0.5, min_class_recall=0.1, worst_examples=12)

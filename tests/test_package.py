@@ -41,6 +41,7 @@ def packaged(
     prepare the whole of MNIST (so the data report is real), then test and package."""
     directory = tmp_path_factory.mktemp("packaged")
     shutil.copytree(trained_workspace, directory, dirs_exist_ok=True)
+    write_params(directory, fast_params(prepare={"sample_fraction": 1.0}))
     for stage in ("fetch", "prepare", "test", "package"):
         result = run_module(stage, directory, env={"MNIST_MIRROR": str(shared_mnist)})
         assert result.returncode == 0, result.stderr

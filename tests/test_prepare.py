@@ -106,6 +106,7 @@ def test_prepare_writes_shards_description_and_report(tmp_path: Path) -> None:
         "validation": 20,
         "test": 50,
         "seed": 42,
+        "sample_fraction": 1.0,
         "test_from": "source",
     }
     prepared = Paths(tmp_path).prepared_dir
@@ -147,6 +148,32 @@ def test_the_prepared_bytes_do_not_depend_on_the_sources_order(tmp_path: Path) -
 
     assert shards("a") == shards("b")
     assert shards("a") != shards("c")
+
+
+def test_a_sample_keeps_a_share_of_every_class_of_every_split_and_only_images_of_the_whole(
+    tmp_path: Path,
+) -> None:
+    """``prepare.sample_fraction``: a quick run's data, stratified, each split a subset of the
+    same split of the whole data (at least one image a class), chosen by the seed."""
+    train, test = _arrays()
+    whole = _prepare(tmp_path / "whole", train, test)
+    sample = _prepare(tmp_path / "sample", train, test, sample_fraction=0.3)
+    assert sample["split"] | {"sample_fraction": 1.0} == whole["split"] | {
+        "train": 50,  # 18 a class x 0.3 = 5.4, rounded to 5
+        "validation": 10,  # 2 a class x 0.3 = 0.6, rounded to 1
+        "test": 20,  # 5 a class x 0.3 = 1.5, rounded to 2
+    }
+    for split, per_class in {"train": 5, "validation": 1, "test": 2}.items():
+        assert sample[split]["class_counts"] == {str(d): per_class for d in range(10)}
+        images = {x.tobytes() for x in load_split(split, Paths(tmp_path / "whole").prepared_dir)[0]}
+        kept = load_split(split, Paths(tmp_path / "sample").prepared_dir)[0]
+        assert {x.tobytes() for x in kept} < images
+    other_seed = _prepare(tmp_path / "seed", train, test, sample_fraction=0.3, seed=43)
+    assert other_seed["split"]["train"] == 50
+    assert not np.array_equal(
+        load_split("test", Paths(tmp_path / "sample").prepared_dir)[0],
+        load_split("test", Paths(tmp_path / "seed").prepared_dir)[0],
+    )
 
 
 @pytest.mark.parametrize(("border", "background"), [(0, "dark"), (255, "light")])
