@@ -31,6 +31,7 @@ import yaml
 
 from benchmarks.machine import busy_note, cpu_model
 from benchmarks.overheads import Measured, measure
+from benchmarks.stage_clock import clocked_seconds
 from classifier.mnist import (
     IMAGES_NDIM,
     LABELS_NDIM,
@@ -51,7 +52,7 @@ SHIFTS = [(0, 0), (1, 0), (0, 1), (-1, 0), (0, -1), (1, 1), (-1, -1), (1, -1)]
 SHIFTS += [(-1, 1), (2, 0), (0, 2), (-2, 0), (0, -2), (2, 2), (-2, -2), (2, -2)]
 RSS_GOAL, TIME_GOAL = 0.15, 0.20  # at 16x against 1x: peak RSS within 15%, time/image within 20%
 STAGES = ("prepare", "build", "train")
-PREPARE_RUNS = 3
+PREPARE_RUNS = 5
 
 
 def seconds(measured: Measured) -> float:
@@ -130,14 +131,13 @@ def measure_scale(mnist_raw: Path, scale: int) -> dict:
         scratch = Path(name)
         repo = workspace(scratch, {"train": {"epochs": 1}})
         write_scaled_raw(mnist_raw, repo / "data/raw", scale)
-        # prepare's time is mostly disk (spool, shards, fsync): the median of a few runs
-        prepares = sorted((stage("prepare", repo) for _ in range(PREPARE_RUNS)), key=seconds)
+        # prepare's time is mostly disk (spool, shards, fsync): the median of a few runs, each
+        # also timing its own work (start-up and imports left out)
+        clock = [str(BIN / "python"), "-m", "benchmarks.stage_clock", "prepare"]
+        prepares = sorted((run(clock, repo) for _ in range(PREPARE_RUNS)), key=seconds)
         runs = {"prepare": prepares[len(prepares) // 2]}
         runs.update({name: stage(name, repo) for name in STAGES if name != "prepare"})
-        imports = statistics.median(
-            run([str(BIN / "python"), "-c", "import stages.prepare"], repo).seconds
-            for _ in range(PREPARE_RUNS)
-        )
+        worked = statistics.median(clocked_seconds(r.output) for r in prepares)
         split = json.loads((repo / "reports/data_validation.json").read_text())["split"]
         batch = yaml.safe_load((repo / "params.yaml").read_text())["train"]["batch_size"]
         result = {
@@ -147,7 +147,7 @@ def measure_scale(mnist_raw: Path, scale: int) -> dict:
             "stages": {
                 n: {"s": r.seconds, "peak_rss_mib": r.peak_rss_mib} for n, r in runs.items()
             },
-            "prepare_us_per_image": 1e6 * (runs["prepare"].seconds - imports) / (scale * 60000),
+            "prepare_us_per_image": 1e6 * worked / (scale * 60000),
             # Keras' own per-step time of the epoch (its log line), without the stage's start-up
             "train_us_per_image": 1000 * keras_ms_per_step(runs["train"].output) / batch,
         }
@@ -191,7 +191,8 @@ def verdicts(results: list[dict]) -> dict[str, dict]:
 
 
 def per_image(result: dict, stage_name: str) -> float:
-    """Microseconds per image: ``prepare``'s wall time, less its imports, per source image;
+    """Microseconds per image: ``prepare``'s own work (start-up and imports left out) per source
+    image;
     ``train``'s step time per training image, as Keras timed the epoch."""
     return result[f"{stage_name}_us_per_image"]
 
@@ -247,11 +248,12 @@ average at the end {load:.2f}. Reproduce:
 {busy_note(load)}
 Default params, one epoch. The k-times set: MNIST's training digits k times, each copy shifted
 by up to two pixels; MNIST's test set. Wall time: the stage's process, start-up included
-(`prepare`: the median of three runs, its time being mostly disk). Time per image: `prepare`'s
-wall time less its imports (`python -c "import stages.prepare"`, timed beside it) per source
-image; `train`'s time per training image in the epoch, as Keras timed its steps (`ms/step` over
-the batch of 64), without TensorFlow's start-up and the validation pass: the parts that do not
-grow with the data are left out.
+(`prepare`: the median of {PREPARE_RUNS} runs, its time being mostly disk). Time per image:
+`prepare`'s own work per source image (its `main()`, timed in its process by
+`benchmarks/stage_clock.py`, start-up and imports left out; the median of the runs); `train`'s
+time per training image in the epoch, as Keras timed its steps (`ms/step` over the batch of 64),
+without TensorFlow's start-up and the validation pass: the parts that do not grow with the data
+are left out.
 
 | scale | source images | stage | wall time | per image | peak RSS |
 |---|---|---|---|---|---|
