@@ -12,13 +12,29 @@ import pytest
 
 from tests.helpers import SHARED_MNIST
 
-# Modules that take minutes on one worker (a default-params pipeline): started first, so
-# that the other worker runs the rest of the suite beside them instead of after them.
-LONGEST_MODULES = ("test_lock_reproduced.py",)
+# The slowest modules, longest first (as measured in a run of the whole suite): the workers take
+# them first and fill in with the short ones, so they finish together (xdist runs the modules in
+# this order: ``--no-loadscope-reorder`` in pyproject.toml; its default orders by test count).
+SLOWEST_MODULES = (
+    "test_ci_rehearsal.py",
+    "test_remote.py",
+    "test_lock_reproduced.py",
+    "test_experiments.py",
+    "test_own_data.py",
+    "test_package.py",
+    "test_plots.py",
+    "test_train.py",
+    "test_pipeline_e2e.py",
+    "test_determinism.py",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: item.path.name not in LONGEST_MODULES)  # stable: order kept
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return SLOWEST_MODULES.index(name) if name in SLOWEST_MODULES else len(SLOWEST_MODULES)
+
+    items.sort(key=rank)  # stable: the order within a module is kept
 
 
 @pytest.fixture(scope="session", autouse=True)
