@@ -53,16 +53,12 @@ def bed(tmp_path_factory: pytest.TempPathFactory, oidc_issuer: OidcIssuer, http_
 
 @pytest.fixture(scope="module")
 def origin(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The project's repository, as CircleCI clones it: main holds fast params.
-
-    Its committed ``dvc.lock`` is the repository's, made with the default params, so every stage
-    whose params differ here is stale in it. ``prepare`` keeps the default params (all the
-    data): a stale ``data/prepared`` in the lock, a directory no run ever pushed to this bucket,
-    makes DVC's ``--pull`` fail (``failed to load directory``) when it restores ``build`` from
-    the run-cache, and a project's main does not have one (the lock test fails for it)."""
+    """The project's repository, as CircleCI clones it: main holds fast params, and the
+    repository's ``dvc.lock`` (made with the default params: stale in every stage whose params
+    differ, ``prepare``'s ``data/prepared`` included, which no run ever pushed to this bucket)."""
     path = copy_of_repository(tmp_path_factory.mktemp("origin") / "repo")
     git(path, "branch", "-M", "main")
-    write_params(path, fast_params(prepare={"sample_fraction": 1.0}, train={"epochs": 1}))
+    write_params(path, fast_params(train={"epochs": 1}))
     commit_all(path, "fast params")
     return path
 
