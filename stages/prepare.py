@@ -166,12 +166,10 @@ def sampled(
     keys: a quick run's split, stratified like the whole one and a subset of it."""
     keys = content_keys(digests, seed, SAMPLE_KEY)
     part_labels = labels[part.members]
-    kept = [
-        by_key(part.members[part_labels == label], keys)[
-            : max(1, round(np.count_nonzero(part_labels == label) * fraction))
-        ]
-        for label in np.unique(part_labels)
-    ]
+    kept = []
+    for label in np.unique(part_labels):
+        members = part.members[part_labels == label]
+        kept.append(by_key(members, keys)[: max(1, round(len(members) * fraction))])
     return Part(part.source_split, np.sort(np.concatenate(kept)) if kept else part.members)
 
 
