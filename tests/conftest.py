@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import SHARED_MNIST
+from testbed.repo import DvcRepo, commit_all, copy_of_repository, write_params
+from tests.helpers import SHARED_MNIST, RanPipeline, fast_params, write_prepared_subset
 
 # The slowest modules, longest first (as measured in a run of the whole suite): the workers take
 # them first and fill in with the short ones, so they finish together (xdist runs the modules in
@@ -98,8 +99,6 @@ def trained_workspace(tmp_path_factory: pytest.TempPathFactory, shared_mnist: Pa
     from classifier.params import parse_params
     from classifier.paths import Paths
     from stages.train import train
-    from testbed.repo import write_params
-    from tests.helpers import fast_params, write_prepared_subset
 
     workspace = tmp_path_factory.mktemp("trained")
     raw = fast_params()
@@ -121,3 +120,19 @@ def oidc_issuer() -> Iterator:
     issuer = OidcIssuer().start()
     yield issuer
     issuer.stop()
+
+
+@pytest.fixture(scope="session")
+def ran_pipeline(tmp_path_factory: pytest.TempPathFactory, http_mirror: str) -> RanPipeline:
+    """The tests' small pipeline (one epoch), run cold once per worker over the HTTP mirror and
+    committed; test_pipeline_e2e, test_experiments and test_remote each start from a copy."""
+    root = tmp_path_factory.mktemp("ran-pipeline")
+    (root / "shared/datasets").mkdir(parents=True)
+    (root / "shared/datasets/mnist").symlink_to(SHARED_MNIST)
+    repo = copy_of_repository(root / "repo")
+    write_params(repo, fast_params(train={"epochs": 1}))
+    commit_all(repo, "fast params")
+    ran, result = DvcRepo(repo, MNIST_MIRROR=http_mirror).repro()
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    commit_all(repo, "run the pipeline")
+    return RanPipeline(root, ran, result)

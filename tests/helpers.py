@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ import yaml
 
 from classifier.dataset import write_splits
 from classifier.mnist import CLASSES, SOURCE
-from testbed.repo import REPO_ROOT
+from testbed.repo import REPO_ROOT, DvcRepo
 
 SHARED_MNIST = REPO_ROOT.parent / "shared" / "datasets" / "mnist"
 
@@ -89,6 +91,22 @@ def fast_params(**sections: dict) -> dict:
     for section, values in sections.items():
         params[section].update(values)
     return params
+
+
+@dataclass(frozen=True)
+class RanPipeline:
+    """A committed copy of the repository after one cold ``dvc repro`` with ``fast_params``,
+    ``shared/`` beside it as in the README's layout: tests that start from a run copy it."""
+
+    root: Path  # holds repo/ and shared/
+    ran: list[str]  # the stages the cold run executed
+    result: subprocess.CompletedProcess
+
+    def copy(self, target: Path, **environment: str) -> DvcRepo:
+        """The run, cache and git history included, at ``target``/repo; the copy's own DVC state
+        (kept per path) starts empty, as on a machine that never saw it."""
+        shutil.copytree(self.root, target, symlinks=True, dirs_exist_ok=True)
+        return DvcRepo(target / "repo", **environment)
 
 
 def run_module(module: str, cwd: Path, *args: str, env: dict | None = None, timeout: int = 600):

@@ -1,6 +1,7 @@
 """End to end: `dvc repro` in a fresh git copy of this repository, real MNIST served over HTTP.
 
-Small, fast params; asserts on which stages DVC actually ran, not only on exit codes. Which
+Small, fast params; asserts on which stages DVC actually ran, not only on exit codes. The cold
+run is the suite's shared one (``ran_pipeline``); each test here works in a copy of it. Which
 stages each kind of change re-runs is tested in test_remote.py, in a clone fed by the remote.
 """
 
@@ -11,18 +12,17 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
-from testbed.repo import ALL_STAGES, DvcRepo, commit_all, copy_of_repository, write_params
-from tests.helpers import fast_params
+from testbed.repo import ALL_STAGES, DvcRepo
+from tests.helpers import RanPipeline
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory, http_mirror: str) -> DvcRepo:
-    repo = copy_of_repository(tmp_path_factory.mktemp("repo"))
-    write_params(repo, fast_params(train={"epochs": 1}))
-    commit_all(repo, "fast params")
-    return DvcRepo(repo, MNIST_MIRROR=http_mirror)
+def pipeline(
+    tmp_path_factory: pytest.TempPathFactory, ran_pipeline: RanPipeline, http_mirror: str
+) -> DvcRepo:
+    return ran_pipeline.copy(tmp_path_factory.mktemp("e2e"), MNIST_MIRROR=http_mirror)
 
 
 @pytest.fixture
@@ -34,10 +34,9 @@ def params_restored(pipeline: DvcRepo) -> Iterator[DvcRepo]:
     params.write_bytes(original)
 
 
-def test_cold_repro_runs_every_stage(pipeline: DvcRepo) -> None:
-    ran, result = pipeline.repro()
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert ran == ALL_STAGES
+def test_cold_repro_runs_every_stage(ran_pipeline: RanPipeline, pipeline: DvcRepo) -> None:
+    assert ran_pipeline.result.returncode == 0
+    assert ran_pipeline.ran == ALL_STAGES
     metrics = yaml.safe_load((pipeline.repo / "metrics/test.json").read_text())
     assert metrics["accuracy"] > 0.9  # one epoch of a tiny net on a quarter of MNIST
     assert (pipeline.repo / "dist/mnist/1/saved_model.pb").is_file()

@@ -24,8 +24,8 @@ from PIL import Image
 
 from reporting import vega_libraries
 from reporting.plots_page import metrics_table, numeric_leaves
-from testbed.repo import REPO_ROOT, DvcRepo, commit_all, copy_of_repository, write_params
-from tests.helpers import fast_params
+from testbed.repo import REPO_ROOT, DvcRepo, commit_all
+from tests.helpers import RanPipeline
 
 CHROMIUM = Path("/usr/bin/chromium")
 TEMPLATE = REPO_ROOT / ".dvc/plots/offline.html"
@@ -132,15 +132,20 @@ def chromium() -> Path:
 
 
 @pytest.fixture(scope="module")
-def plotted(tmp_path_factory: pytest.TempPathFactory, http_mirror: str, chromium: Path) -> DvcRepo:
-    """Two committed revisions: a full run (2 epochs: a curve, not a point), then a `test` re-run
-    showing fewer misclassified digits."""
-    repo = copy_of_repository(tmp_path_factory.mktemp("plots"))
-    write_params(repo, fast_params())
-    commit_all(repo, "fast params")
-    pipeline = DvcRepo(repo, MNIST_MIRROR=http_mirror)
+def plotted(
+    tmp_path_factory: pytest.TempPathFactory,
+    ran_pipeline: RanPipeline,
+    http_mirror: str,
+    chromium: Path,
+) -> DvcRepo:
+    """Two committed revisions: the suite's shared run trained for 2 epochs (a curve, not a
+    point), then a `test` re-run showing fewer misclassified digits."""
+    pipeline = ran_pipeline.copy(tmp_path_factory.mktemp("plots"), MNIST_MIRROR=http_mirror)
+    repo = pipeline.repo
+    pipeline.set_params(train={"epochs": 2})
     ran, result = pipeline.repro()
     assert result.returncode == 0, result.stdout + result.stderr
+    assert ran == ["train", "test", "package"]
     commit_all(repo, "first run")
     pipeline.set_params(test={"worst_examples": 6})
     ran, result = pipeline.repro()

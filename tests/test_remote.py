@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.repo import ALL_STAGES, DvcRepo, commit_all, copy_of_repository, write_params
+from testbed.repo import ALL_STAGES, DvcRepo
 from testbed.s3 import (
     BUCKET,
     OTHER_PROJECT_ID,
@@ -34,7 +34,7 @@ from testbed.s3 import (
     use_test_bucket,
     with_credentials,
 )
-from tests.helpers import fast_params
+from tests.helpers import RanPipeline
 
 pytestmark = pytest.mark.slow
 BRANCH = "refs/heads/feature/better-model"
@@ -54,14 +54,15 @@ def bed(tmp_path_factory: pytest.TempPathFactory, oidc_issuer: OidcIssuer):
 
 
 @pytest.fixture(scope="module")
-def origin(tmp_path_factory: pytest.TempPathFactory, bed: SeaweedFS, http_mirror: str) -> DvcRepo:
-    """The main branch after a pipeline run: outputs in its cache, dvc.lock committed."""
-    path = copy_of_repository(tmp_path_factory.mktemp("origin") / "repo")
-    write_params(path, fast_params(train={"epochs": 1}))
-    repo = DvcRepo(path, MNIST_MIRROR=http_mirror)
-    ran, result = repo.repro()
-    assert ran == ALL_STAGES, result.stderr
-    commit_all(path, "run the pipeline")
+def origin(
+    tmp_path_factory: pytest.TempPathFactory,
+    bed: SeaweedFS,
+    ran_pipeline: RanPipeline,
+    http_mirror: str,
+) -> DvcRepo:
+    """The main branch after a pipeline run (a copy of the suite's shared one): outputs in its
+    cache, dvc.lock committed."""
+    repo = ran_pipeline.copy(tmp_path_factory.mktemp("origin"), MNIST_MIRROR=http_mirror)
     use_test_bucket(repo, bed)
     return repo
 
