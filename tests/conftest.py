@@ -12,8 +12,14 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from testbed.repo import DvcRepo, commit_all, copy_of_repository, write_params
-from tests.helpers import SHARED_MNIST, RanPipeline, fast_params, write_prepared_subset
+from testbed.repo import DvcRepo, commit_all, write_params
+from tests.helpers import (
+    SHARED_MNIST,
+    RanPipeline,
+    fast_params,
+    small_project,
+    write_prepared_subset,
+)
 
 # The slowest modules, longest first (as measured in a run of the whole suite): the workers take
 # them first and fill in with the short ones, so they finish together (xdist runs the modules in
@@ -144,11 +150,7 @@ def ran_pipeline(
 
 
 def make_ran_pipeline(root: Path, http_mirror: str) -> RanPipeline:
-    (root / "shared/datasets").mkdir(parents=True)
-    (root / "shared/datasets/mnist").symlink_to(SHARED_MNIST)
-    repo = copy_of_repository(root / "repo")
-    write_params(repo, fast_params(train={"epochs": 1}))
-    commit_all(repo, "fast params")
+    repo = small_project(root)
     ran, result = DvcRepo(repo, MNIST_MIRROR=http_mirror).repro()
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     commit_all(repo, "run the pipeline")

@@ -20,7 +20,7 @@ import yaml
 
 from classifier.dataset import write_splits
 from classifier.mnist import CLASSES, SOURCE
-from testbed.repo import REPO_ROOT, DvcRepo
+from testbed.repo import REPO_ROOT, DvcRepo, commit_all, copy_of_repository, write_params
 
 SHARED_MNIST = REPO_ROOT.parent / "shared" / "datasets" / "mnist"
 
@@ -93,6 +93,17 @@ def fast_params(**sections: dict) -> dict:
     for section, values in sections.items():
         params[section].update(values)
     return params
+
+
+def small_project(root: Path) -> Path:
+    """``root``/repo: a fresh copy of the repository with ``fast_params`` (one epoch) committed,
+    and ``root``/shared beside it holding the offline MNIST, as in the README's layout."""
+    (root / "shared/datasets").mkdir(parents=True)
+    (root / "shared/datasets/mnist").symlink_to(SHARED_MNIST)
+    repo = copy_of_repository(root / "repo")
+    write_params(repo, fast_params(train={"epochs": 1}))
+    commit_all(repo, "fast params")
+    return repo
 
 
 @dataclass(frozen=True)

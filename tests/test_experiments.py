@@ -13,22 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from testbed.repo import BIN, DvcRepo, commit_all, copy_of_repository, write_params
-from tests.helpers import RanPipeline, fast_params
+from testbed.repo import BIN, DvcRepo
+from tests.helpers import RanPipeline, small_project
 
 pytestmark = pytest.mark.slow
 README_MIRROR = "../shared/datasets/mnist"  # the README's setting, relative to the repository
 GOOD_RATE, BAD_RATE = "0.003", "0.000001"  # one epoch at 1e-6 stays far below the gate
-
-
-def _project(root: Path, shared_mnist: Path) -> DvcRepo:
-    """A fresh copy of the repository with `shared/` beside it, as in the README's layout."""
-    (root / "shared/datasets").mkdir(parents=True)
-    (root / "shared/datasets/mnist").symlink_to(shared_mnist)
-    repo = copy_of_repository(root / "repo")
-    write_params(repo, fast_params(train={"epochs": 1}))
-    commit_all(repo, "fast params")
-    return DvcRepo(repo, MNIST_MIRROR=README_MIRROR)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +65,7 @@ def test_temporary_experiment_fetches_with_the_readme_mirror(
     tmp_path: Path, shared_mnist: Path
 ) -> None:
     """`dvc exp run --temp` runs in a copy elsewhere: the relative mirror still resolves."""
-    project = _project(tmp_path, shared_mnist)
+    project = DvcRepo(small_project(tmp_path), MNIST_MIRROR=README_MIRROR)
     result = project.dvc("exp", "run", "--temp", "fetch")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     source = project.repo / README_MIRROR
