@@ -131,18 +131,42 @@ class TrainParams(_Section):
     warmup_fraction: float = Field(ge=0, lt=1)
 
 
+CHAMPION_FOLDER = "champion"  # a dependency of ``test``: every champion lives under it
+
+
 class TestParams(_Section):
     __test__ = False  # not a pytest test class
     min_accuracy: float = Field(ge=0, le=1)
     min_class_recall: float = Field(ge=0, le=1)
-    baseline_accuracy: float = Field(ge=0, le=1)
+    champion: int | str  # classifier/champion.py
     max_accuracy_drop: float = Field(ge=0, le=1)
+    max_class_recall_drop: float = Field(ge=0, le=1)
     worst_examples: int = Field(ge=1, le=400)
+
+    @model_validator(mode="after")
+    def _champion_inside_its_folder(self) -> TestParams:
+        if isinstance(self.champion, int) and self.champion < 1:
+            raise ValueError(
+                f"test.champion {self.champion} is no release: versions start at 1; '' for none"
+            )
+        if isinstance(self.champion, str) and self.champion:
+            parts = Path(self.champion).parts
+            if Path(self.champion).is_absolute() or ".." in parts or parts[0] != CHAMPION_FOLDER:
+                raise ValueError(
+                    f"test.champion {self.champion!r} must be a folder inside {CHAMPION_FOLDER}/"
+                    f" (e.g. {CHAMPION_FOLDER}/v1, a copy of dist/<model_name>), a released"
+                    " version number, or '' for none"
+                )
+            if len(parts) < 2:
+                raise ValueError(
+                    f"test.champion must be a folder inside {CHAMPION_FOLDER}/, not"
+                    f" {CHAMPION_FOLDER}/ itself (e.g. {CHAMPION_FOLDER}/v1)"
+                )
+        return self
 
 
 class PackageParams(_Section):
     model_name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
-    version: int = Field(ge=1)
 
 
 class Params(_Section):

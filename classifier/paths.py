@@ -40,7 +40,9 @@ class Paths:
     test_report = _Under("reports/test.json")  # test: per-class scores and the failed gates
     confusion_plot = _Under("plots/confusion.json")  # test
     worst_plot = _Under("plots/worst_misclassified.png")  # test
-    dist_dir = _Under("dist")  # package: dist/<model_name>/<version>/
+    champion_dir = _Under("champion")  # test: the model to beat (classifier/champion.py)
+    class_recall_plot = _Under("plots/class_recall.json")  # test: challenger and champion
+    dist_dir = _Under("dist")  # package: dist/<model_name>/, a SavedModel (releases number it)
 
     def __init__(self, root: Path | str = "."):
         self.root = Path(root)
@@ -49,5 +51,5 @@ class Paths:
         return f"Paths({str(self.root)!r})"
 
     def export_dir(self, package: PackageParams) -> Path:
-        """``dist/<model_name>/<version>``: one TensorFlow Serving model version."""
-        return self.dist_dir / package.model_name / str(package.version)
+        """``dist/<model_name>``: the SavedModel; the release gives it its version number."""
+        return self.dist_dir / package.model_name

@@ -58,9 +58,20 @@ def describe(files: dict[str, Path]) -> dict[str, FileEntry]:
     return {name: digest(file_chunks(path)) for name, path in files.items()}
 
 
-def render(model: str, version: int, files: dict[str, FileEntry]) -> bytes:
-    """The manifest's bytes: the same files give the same bytes, so a re-run uploads the same."""
+def describe_bytes(files: dict[str, bytes]) -> dict[str, FileEntry]:
+    """Relative path -> entry, for files held in memory."""
+    return {name: digest([data]) for name, data in files.items()}
+
+
+def render(
+    model: str, version: int, files: dict[str, FileEntry], provenance: dict | None = None
+) -> bytes:
+    """The manifest's bytes: the same files give the same bytes, so a re-run uploads the same.
+
+    ``provenance`` (the release's git commit and its ``dvc.lock``'s sha256) is recorded beside
+    the files; readers check only the files."""
     document = {
+        **(provenance or {}),
         "format": FORMAT,
         "model": model,
         "version": version,

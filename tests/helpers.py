@@ -63,10 +63,15 @@ def read_shared_mnist(name: str) -> np.ndarray:
     return array.reshape(-1, 28, 28) if "images" in name else array
 
 
-def write_prepared_subset(directory: Path, train: int, validation: int, test: int) -> Path:
-    """A data/prepared folder holding the first examples of real MNIST."""
+def write_prepared_subset(
+    directory: Path, train: int, validation: int, test: int, shuffle_labels: int | None = None
+) -> Path:
+    """A data/prepared folder holding the first examples of real MNIST; with ``shuffle_labels``
+    (a seed), the training and validation labels are permuted: a model learns nothing from them."""
     images = read_shared_mnist("train-images-idx3-ubyte")
     labels = read_shared_mnist("train-labels-idx1-ubyte")
+    if shuffle_labels is not None:
+        labels = np.random.default_rng(shuffle_labels).permutation(labels)
     test_images = read_shared_mnist("t10k-images-idx3-ubyte")
     test_labels = read_shared_mnist("t10k-labels-idx1-ubyte")
     images, test_images = images[..., np.newaxis], test_images[..., np.newaxis]
@@ -176,3 +181,39 @@ def readme_commands(section: str, readme: Path = REPO_ROOT / "README.md") -> lis
     body = text.split(f"\n## {section}\n", 1)[1]
     block = body.split("```bash\n", 1)[1].split("```", 1)[0]
     return [line for line in block.splitlines() if line.strip()]
+
+
+def stage_workspace(target: Path, workspace: Path, **test_params) -> Path:
+    """A copy of a trained workspace's data and models, with ``fast_params`` and ``test_params``,
+    for running ``test`` (and what needs only those) in ``target``."""
+    shutil.copytree(workspace / "data", target / "data")
+    shutil.copytree(workspace / "models", target / "models")
+    write_params(target, fast_params(test=test_params))
+    return target
+
+
+def export_package(model_path: Path, prepared_dir: Path, target: Path) -> Path:
+    """A package of the Keras model at ``model_path`` as ``package`` exports it, with the part of
+    the model card a champion is read by (the dataset it was trained on)."""
+    from classifier.dataset import load_dataset
+    from classifier.export import export_savedmodel
+    from classifier.model import load_model
+
+    dataset = load_dataset(prepared_dir)
+    export_savedmodel(load_model(model_path), target, dataset.classes)
+    (target / "assets.extra").mkdir()
+    card = {"model_name": "mnist", "dataset": dataset.to_dict(), "trained_model_md5": "0" * 32}
+    (target / "assets.extra/model_card.json").write_text(json.dumps(card))
+    return target
+
+
+def write_unreleased_card(directory: Path, model_name: str, note: str = "") -> None:
+    """A minimal model card, JSON and Markdown, of the shape ``package`` writes before a release
+    (the Markdown's title and its unreleased Release section are what the release rewrites)."""
+    from classifier.model_card import UNRELEASED, title
+
+    card = {"model_name": model_name, "note": note}
+    (directory / "assets.extra").mkdir(parents=True, exist_ok=True)
+    (directory / "assets.extra/model_card.json").write_text(json.dumps(card))
+    text = f"{title(card)}\n{note}\n\n## Release\n\n{UNRELEASED}"
+    (directory / "assets.extra/model_card.md").write_text(text)

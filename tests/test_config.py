@@ -26,7 +26,7 @@ def test_all_problems_reported_with_their_paths() -> None:
     raw["build"]["batch_norm"] = "yes"
     raw["test"]["min_accuracy"] = 1.5
     raw["prepare"]["validation_fraction"] = 0.0
-    del raw["package"]["version"]
+    del raw["package"]["model_name"]
     raw["extra_section"] = {}
     with pytest.raises(StageError) as error:
         parse_params(raw)
@@ -36,7 +36,7 @@ def test_all_problems_reported_with_their_paths() -> None:
     assert "build.batch_norm: input should be a valid boolean, got 'yes'" in message
     assert "test.min_accuracy: must be ≤ 1, got 1.5" in message
     assert "prepare.validation_fraction: must be > 0, got 0.0" in message
-    assert "package.version: missing" in message
+    assert "package.model_name: missing" in message
     assert "extra_section: unknown key" in message
     assert "\n" not in message
 
@@ -53,6 +53,31 @@ def test_model_name_must_be_a_safe_folder_name() -> None:
     raw["package"]["model_name"] = "../escape"
     with pytest.raises(StageError, match=r"package\.model_name: string should match pattern"):
         parse_params(raw)
+
+
+@pytest.mark.parametrize("champion", ["", "champion/v1", "champion/mnist/3", 3])
+def test_a_champion_is_none_a_folder_in_champion_or_a_release(champion: str | int) -> None:
+    raw = default_params()
+    raw["test"]["champion"] = champion
+    assert parse_params(raw).test.champion == champion
+
+
+@pytest.mark.parametrize(
+    ("champion", "why"),
+    [
+        ("dist/mnist", r"test\.champion 'dist/mnist' must be a folder inside champion/"),
+        ("champion/../dist", r"must be a folder inside champion/"),
+        ("/abs/champion", r"must be a folder inside champion/"),
+        ("champion", r"not champion/ itself"),
+        (0, r"test: test\.champion 0 is no release: versions start at 1"),
+    ],
+)
+def test_a_champion_elsewhere_is_refused_in_one_line(champion: str | int, why: str) -> None:
+    raw = default_params()
+    raw["test"]["champion"] = champion
+    with pytest.raises(StageError, match=why) as error:
+        parse_params(raw)
+    assert "\n" not in str(error.value)
 
 
 def test_conv_blocks_must_leave_pixels() -> None:

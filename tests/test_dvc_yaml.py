@@ -94,9 +94,11 @@ def test_every_artifact_path_is_a_declared_output_and_all_are_cached() -> None:
         str(Paths.train_state_dir),
         str(Paths.dist_dir),
         str(Paths.train_log_dir),
+        str(Paths.champion_dir),  # a dependency: the model to beat
     }
     assert artifacts <= outputs
-    assert "dist/${package.model_name}/${package.version}" in outputs
+    assert "dist/${package.model_name}" in outputs
+    assert "champion" in PIPELINE["test"]["deps"]
     assert {"metrics/train/metrics.json", "metrics/train/plots/metrics"} <= outputs
 
 

@@ -1,8 +1,10 @@
-"""ci_jobs.release: write-once publication, MANIFEST.json last; refusals before any upload.
+"""ci_jobs.release: the next free version, claimed write-once; the release's own files (the
+card's release section, dvc.lock); MANIFEST.json last; refusals before any upload.
 
-The real bucket (SeaweedFS, If-None-Match enforced) is exercised by the rehearsal's scenario 7
-and by tests/test_serving_sync.py, whose hosts sync what this job published; here a recording
-client shows the order, headers and bodies of every upload.
+A recording client shows the order, headers and bodies of every upload and answers 412 as S3
+does for a key that exists; the real bucket (SeaweedFS, If-None-Match enforced) is exercised by
+tests/test_serving_sync.py, whose hosts sync what this job published (two releases racing for one
+number included), and by the rehearsal's scenario 7.
 """
 
 from __future__ import annotations
@@ -18,166 +20,216 @@ from botocore.exceptions import ClientError
 
 from ci_jobs import release
 from ci_jobs.bucket import Bucket, dvc_bucket
+from tests.helpers import write_unreleased_card
 
-WHERE = "s3://bucket/releases/mnist/3/"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+LOCK = b"schema: '2.0'\nstages: {}\n"
+PACKAGE_FILES = ("saved_model.pb", "fingerprint.pb", "variables/variables.index")
 
 
 class RecordingS3:
-    """Lists ``existing`` keys; records puts; answers 412 for keys in ``taken``."""
+    """A bucket in memory: lists its keys with their MD5 ETags, records puts, and answers 412
+    to a put of a key that exists, or of a key in ``taken_meanwhile`` (which then exists: another
+    release wrote it between our listing and our put)."""
 
-    def __init__(self, existing: dict[str, str] | None = None, taken: set[str] = frozenset()):
-        self.existing = existing or {}
-        self.taken = taken
+    def __init__(self, existing: dict[str, bytes] | None = None, taken_meanwhile=()):
+        self.objects = dict(existing or {})
+        self.taken_meanwhile = set(taken_meanwhile)
         self.puts: list[dict] = []
 
     def get_paginator(self, name: str):
         assert name == "list_objects_v2"
-        existing = self.existing
+        objects = self.objects
 
         class Paginator:
             def paginate(self, Bucket: str, Prefix: str):
                 contents = [
-                    {"Key": k, "ETag": f'"{v}"'}
-                    for k, v in existing.items()
-                    if k.startswith(Prefix)
+                    {"Key": key, "ETag": f'"{hashlib.md5(body).hexdigest()}"'}
+                    for key, body in sorted(objects.items())
+                    if key.startswith(Prefix)
                 ]
                 return [{"Contents": contents}] if contents else [{}]
 
         return Paginator()
 
     def put_object(self, **request) -> None:
-        if request["Key"] in self.taken:
+        assert request["IfNoneMatch"] == "*" and request["Bucket"] == "bucket"
+        key = request["Key"]
+        if key in self.taken_meanwhile:
+            self.taken_meanwhile.discard(key)
+            self.objects[key] = b"another release's"
+        if key in self.objects:
             raise ClientError({"Error": {"Code": "PreconditionFailed"}}, "PutObject")
+        self.objects[key] = request["Body"]
         self.puts.append(request)
 
+    def body(self, key: str) -> bytes:
+        return self.objects[key]
 
-@pytest.fixture
-def version(tmp_path: Path) -> Path:
-    directory = tmp_path / "dist/mnist/3"
-    for name in (
-        "saved_model.pb",
-        "fingerprint.pb",
-        "variables/variables.index",
-        "assets.extra/model_card.md",
-    ):
+
+def make_package(directory: Path, model: str = "weights A") -> Path:
+    for name in PACKAGE_FILES:
         (directory / name).parent.mkdir(parents=True, exist_ok=True)
-        (directory / name).write_text(f"content of {name}")
+        (directory / name).write_text(f"{model}: {name}")
+    write_unreleased_card(directory, "mnist", model)
     return directory
 
 
-def md5(text: str) -> str:
-    return hashlib.md5(text.encode()).hexdigest()
+@pytest.fixture
+def package(tmp_path: Path) -> Path:
+    return make_package(tmp_path / "dist/mnist")
 
 
-def sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+def publish(s3: RecordingS3, directory: Path) -> tuple[int, list[str]]:
+    return release.publish(s3, "bucket", "mnist", directory, COMMIT, LOCK)
 
 
-def test_publishes_every_file_write_once_saved_model_then_manifest_last(version: Path) -> None:
+def published_version(s3: RecordingS3, version: int, model: str = "other") -> None:
+    """A complete release of another model at ``version``."""
+    prefix = f"releases/mnist/{version}/"
+    s3.objects[prefix + "fingerprint.pb"] = f"{model} {version}".encode()
+    s3.objects[prefix + "MANIFEST.json"] = b"{}"
+
+
+def test_the_first_release_is_version_1_claimed_first_manifest_last(package: Path) -> None:
     s3 = RecordingS3()
-    written = release.publish(s3, "bucket", "mnist", 3, version)
+    version, written = publish(s3, package)
+    assert version == 1
     assert written == [
-        "releases/mnist/3/assets.extra/model_card.md",
-        "releases/mnist/3/fingerprint.pb",
-        "releases/mnist/3/variables/variables.index",
-        "releases/mnist/3/saved_model.pb",
-        "releases/mnist/3/MANIFEST.json",
+        "releases/mnist/1/fingerprint.pb",  # the claim
+        "releases/mnist/1/assets.extra/dvc.lock",
+        "releases/mnist/1/assets.extra/model_card.json",
+        "releases/mnist/1/assets.extra/model_card.md",
+        "releases/mnist/1/variables/variables.index",
+        "releases/mnist/1/saved_model.pb",
+        "releases/mnist/1/MANIFEST.json",
     ]
     assert [put["Key"] for put in s3.puts] == written
-    assert all(put["IfNoneMatch"] == "*" and put["Bucket"] == "bucket" for put in s3.puts)
-    assert s3.puts[-2]["Body"] == b"content of saved_model.pb"
 
 
-def test_the_manifest_holds_sha256_and_size_of_every_file(version: Path) -> None:
+def test_the_release_records_version_commit_and_lock(package: Path) -> None:
     s3 = RecordingS3()
-    release.publish(s3, "bucket", "mnist", 3, version)
-    manifest = json.loads(s3.puts[-1]["Body"])
-    names = [
-        "assets.extra/model_card.md",
-        "fingerprint.pb",
-        "saved_model.pb",
-        "variables/variables.index",
-    ]
-    assert manifest == {
-        "format": 1,
-        "model": "mnist",
-        "version": 3,
-        "files": {
-            name: {"sha256": sha256(f"content of {name}"), "size": len(f"content of {name}")}
-            for name in names
-        },
+    publish(s3, package)
+    lock_sha256 = hashlib.sha256(LOCK).hexdigest()
+    card = json.loads(s3.body("releases/mnist/1/assets.extra/model_card.json"))
+    assert card["release"] == {"version": 1, "git_commit": COMMIT, "dvc_lock_sha256": lock_sha256}
+    assert card["note"] == "weights A"  # the rest of the card as packaged
+    text = s3.body("releases/mnist/1/assets.extra/model_card.md").decode()
+    assert text.startswith("# Model card: mnist, version 1\n")
+    assert f"released from commit `{COMMIT}` with `dvc.lock` sha256 `{lock_sha256}`" in text
+    assert "Not released yet" not in text
+    assert s3.body("releases/mnist/1/assets.extra/dvc.lock") == LOCK
+    manifest = json.loads(s3.body("releases/mnist/1/MANIFEST.json"))
+    assert (manifest["model"], manifest["version"], manifest["format"]) == ("mnist", 1, 1)
+    assert manifest["git_commit"] == COMMIT and manifest["dvc_lock_sha256"] == lock_sha256
+    released = {key.removeprefix("releases/mnist/1/"): body for key, body in s3.objects.items()}
+    assert manifest["files"] == {
+        name: {"sha256": hashlib.sha256(body).hexdigest(), "size": len(body)}
+        for name, body in released.items()
+        if name != "MANIFEST.json"
     }
-    again = RecordingS3()
-    release.publish(again, "bucket", "mnist", 3, version)
-    assert again.puts[-1]["Body"] == s3.puts[-1]["Body"]  # a re-run would upload the same bytes
+    assert (package / "assets.extra/model_card.json").read_text().find("release") == -1  # dist/
 
 
-def test_refuses_a_published_version_before_uploading(version: Path) -> None:
+def test_two_releases_in_a_row_get_n_and_n_plus_1(package: Path, tmp_path: Path) -> None:
+    s3 = RecordingS3()
+    for version in (1, 2, 3):
+        published_version(s3, version)
+    assert publish(s3, package)[0] == 4
+    retrained = make_package(tmp_path / "retrained/dist/mnist", "weights B")
+    assert publish(s3, retrained)[0] == 5
+    assert json.loads(s3.body("releases/mnist/5/MANIFEST.json"))["version"] == 5
+
+
+def test_a_number_taken_meanwhile_goes_to_the_next(package: Path) -> None:
+    """Both releases listed versions 1-2; the other claimed 3 first: this one becomes 4."""
+    s3 = RecordingS3(taken_meanwhile={"releases/mnist/3/fingerprint.pb"})
+    published_version(s3, 1)
+    published_version(s3, 2)
+    version, written = publish(s3, package)
+    assert version == 4
+    assert all(key.startswith("releases/mnist/4/") for key in written)
+    assert (
+        json.loads(s3.body("releases/mnist/4/assets.extra/model_card.json"))["release"]["version"]
+        == 4
+    )
+    assert "releases/mnist/3/MANIFEST.json" not in s3.objects  # nothing of ours went to 3
+
+
+def test_an_unfinished_release_of_another_model_keeps_its_number(package: Path) -> None:
+    s3 = RecordingS3({"releases/mnist/1/fingerprint.pb": b"a release that died"})
+    assert publish(s3, package)[0] == 2
+
+
+def test_the_same_model_is_not_published_twice(package: Path) -> None:
+    s3 = RecordingS3()
+    publish(s3, package)
+    puts = len(s3.puts)
+    with pytest.raises(release.AlreadyPublished) as done:
+        publish(s3, package)
+    assert done.value.version == 1 and len(s3.puts) == puts
+
+
+def test_a_release_killed_half_way_is_completed_in_its_own_version(package: Path) -> None:
+    first = RecordingS3()
+    publish(first, package)
     s3 = RecordingS3(
         {
-            "releases/mnist/3/saved_model.pb": md5("content of saved_model.pb"),
-            "releases/mnist/3/MANIFEST.json": "0" * 32,
+            k: v
+            for k, v in first.objects.items()
+            if not k.endswith(("MANIFEST.json", "saved_model.pb"))
         }
     )
-    with pytest.raises(release.Refusal, match=f"{WHERE} is already published; versions are never"):
-        release.publish(s3, "bucket", "mnist", 3, version)
+    version, written = publish(s3, package)
+    assert version == 1
+    assert written == ["releases/mnist/1/saved_model.pb", "releases/mnist/1/MANIFEST.json"]
+    assert s3.objects == first.objects
+
+
+def test_an_unfinished_release_of_this_model_from_another_commit_is_refused(
+    package: Path,
+) -> None:
+    first = RecordingS3()
+    release.publish(first, "bucket", "mnist", package, "f" * 40, LOCK)
+    s3 = RecordingS3({k: v for k, v in first.objects.items() if not k.endswith("MANIFEST.json")})
+    with pytest.raises(
+        release.Refusal,
+        match=r"releases/mnist/1/ holds an unfinished release of"
+        r" this model whose assets\.extra/model_card\.json differs",
+    ):
+        publish(s3, package)
     assert s3.puts == []
 
 
-def test_other_versions_do_not_count(version: Path) -> None:
-    s3 = RecordingS3(
-        {"releases/mnist/2/MANIFEST.json": "0" * 32, "releases/mnist/30/MANIFEST.json": "0" * 32}
-    )
-    assert len(release.publish(s3, "bucket", "mnist", 3, version)) == 5
-
-
-def test_completes_an_unfinished_release_of_the_same_files(version: Path) -> None:
-    s3 = RecordingS3({"releases/mnist/3/fingerprint.pb": md5("content of fingerprint.pb")})
-    written = release.publish(s3, "bucket", "mnist", 3, version)
-    assert "releases/mnist/3/fingerprint.pb" not in written
-    assert written[-2:] == ["releases/mnist/3/saved_model.pb", "releases/mnist/3/MANIFEST.json"]
-    assert len(written) == 4
-
-
-def test_a_release_killed_before_its_manifest_gets_only_the_manifest(version: Path) -> None:
-    """Everything but the manifest is there: the version is not published yet, so it completes."""
-    s3 = RecordingS3(
-        {
-            f"releases/mnist/3/{path.relative_to(version).as_posix()}": md5(path.read_text())
-            for path in version.rglob("*")
-            if path.is_file()
-        }
-    )
-    assert release.publish(s3, "bucket", "mnist", 3, version) == ["releases/mnist/3/MANIFEST.json"]
-    assert json.loads(s3.puts[0]["Body"])["files"]["saved_model.pb"]["size"] == 25
-
-
-def test_refuses_an_unfinished_release_of_other_files(version: Path) -> None:
-    s3 = RecordingS3({"releases/mnist/3/fingerprint.pb": md5("another model")})
-    with pytest.raises(release.Refusal, match=r"unfinished release whose fingerprint\.pb differs"):
-        release.publish(s3, "bucket", "mnist", 3, version)
-    assert s3.puts == []
-
-
-def test_a_key_taken_meanwhile_stops_before_saved_model(version: Path) -> None:
-    s3 = RecordingS3(taken={"releases/mnist/3/variables/variables.index"})
+def test_a_key_other_than_the_claim_taken_meanwhile_is_refused(package: Path) -> None:
+    s3 = RecordingS3(taken_meanwhile={"releases/mnist/1/variables/variables.index"})
     with pytest.raises(release.Refusal, match=r"variables\.index appeared meanwhile"):
-        release.publish(s3, "bucket", "mnist", 3, version)
-    keys = [put["Key"] for put in s3.puts]
-    assert "releases/mnist/3/saved_model.pb" not in keys
-    assert "releases/mnist/3/MANIFEST.json" not in keys
+        publish(s3, package)
+    assert "releases/mnist/1/saved_model.pb" not in [put["Key"] for put in s3.puts]
+    assert "releases/mnist/1/MANIFEST.json" not in s3.objects
 
 
-def test_a_manifest_taken_meanwhile_is_refused(version: Path) -> None:
-    s3 = RecordingS3(taken={"releases/mnist/3/MANIFEST.json"})
-    with pytest.raises(release.Refusal, match=rf"MANIFEST\.json appeared meanwhile; {WHERE} is"):
-        release.publish(s3, "bucket", "mnist", 3, version)
-
-
-def test_refuses_a_package_that_holds_a_manifest_of_its_own(version: Path) -> None:
-    (version / "MANIFEST.json").write_text("{}")
-    with pytest.raises(release.Refusal, match=r"holds a MANIFEST\.json, which is the release's"):
-        release.publish(RecordingS3(), "bucket", "mnist", 3, version)
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ("saved_model.pb", r"holds no saved_model\.pb; run `dvc repro` \(package\) first"),
+        ("MANIFEST.json", r"holds a MANIFEST\.json, which is the release's own; remove it"),
+        ("model_card.md", r"model card cannot take the release \(its model_card\.md is not an"),
+    ],
+)
+def test_a_package_that_is_not_ours_is_refused_before_any_upload(
+    package: Path, change: str, why: str
+) -> None:
+    if change == "saved_model.pb":
+        (package / change).unlink()
+    elif change == "MANIFEST.json":
+        (package / change).write_text("{}")
+    else:
+        (package / "assets.extra" / change).write_text("# Someone else's card\n")
+    s3 = RecordingS3()
+    with pytest.raises(release.Refusal, match=why):
+        publish(s3, package)
+    assert s3.puts == []
 
 
 def test_the_bucket_is_the_dvc_remotes_with_local_overrides(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ SeaweedFS's), stands in for an administrator who changes a release after publica
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -27,17 +28,22 @@ from classifier.errors import StageError, run_stage
 from serving import labels, sync
 from serving.layout import Host
 from testbed.s3 import BUCKET, PUSH_ROLE, RELEASE_ROLE, SeaweedFS, iam_config
+from tests.helpers import write_unreleased_card
 from tests.test_infra import BED_SERVING_ROLE, bed_role, s3_session, template_policy
 from tests.tf_serving_config import parse_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FILES = [
+    "assets.extra/dvc.lock",
+    "assets.extra/model_card.json",
     "assets.extra/model_card.md",
     "fingerprint.pb",
     "saved_model.pb",
     "variables/variables.data-00000-of-00001",
     "variables/variables.index",
 ]
+COMMIT = "c" * 40
+LOCK = b"schema: '2.0'\n"
 AGAIN = (
     "the bucket no longer holds what was released (its object versions show what changed):"
     " publish the model again as a new version"
@@ -57,14 +63,14 @@ def bed(tmp_path_factory: pytest.TempPathFactory, oidc_issuer) -> Iterator[Seawe
 
 @pytest.fixture(scope="module")
 def savedmodels(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """Two packages of tiny models with different weights, as stages/package.py exports them."""
+    """Three packages of tiny models with different weights, as ``package`` exports them."""
     import keras
 
-    from stages.package import export_savedmodel
+    from classifier.export import export_savedmodel
 
     root = tmp_path_factory.mktemp("savedmodels")
     exports = []
-    for seed in (1, 2):
+    for seed in (1, 2, 3):
         keras.utils.set_random_seed(seed)
         model = keras.Sequential(
             [
@@ -76,8 +82,7 @@ def savedmodels(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
         )
         directory = root / f"model-{seed}"
         export_savedmodel(model, directory, tuple(str(digit) for digit in range(10)))
-        (directory / "assets.extra").mkdir()
-        (directory / "assets.extra/model_card.md").write_text(f"# tiny model {seed}\n")
+        write_unreleased_card(directory, "tiny", f"tiny model {seed}")
         exports.append(directory)
     return exports
 
@@ -92,14 +97,19 @@ def sha256_tree(directory: Path) -> dict[str, str]:
 
 @pytest.fixture
 def publish(bed: SeaweedFS, oidc_issuer, tmp_path: Path) -> Callable[[str, int, Path], Path]:
-    """``publish(model, version, package)``: what the release job does; returns its dist/ copy."""
+    """``publish(model, version, package)``: what the release job does, which must assign
+    ``version``; returns a folder holding what it released."""
     s3 = s3_session(bed, oidc_issuer, RELEASE_ROLE)
 
     def publish(model: str, version: int, package: Path) -> Path:
-        directory = tmp_path / "dist" / model / str(version)
-        shutil.copytree(package, directory)
-        release.publish(s3, BUCKET, model, version, directory)
-        return directory
+        assigned, _ = release.publish(s3, BUCKET, model, package, COMMIT, LOCK)
+        assert assigned == version
+        released = tmp_path / "released" / model / str(version)
+        files = release.release_files(release.package_files(package), version, COMMIT, LOCK)
+        for name, body in files.items():
+            (released / name).parent.mkdir(parents=True, exist_ok=True)
+            (released / name).write_bytes(body)
+        return released
 
     return publish
 
@@ -180,8 +190,8 @@ def test_two_releases_are_synced_verified_and_labelled(
     code, out, err = run_sync(host)
     assert (code, err) == (0, [])
     assert out == [
-        "sync: version 1: 5 files verified and loaded; in place",
-        "sync: version 2: 5 files verified and loaded; in place",
+        "sync: version 1: 7 files verified and loaded; in place",
+        "sync: version 2: 7 files verified and loaded; in place",
         f"sync: {host.base} serves versions 1, 2; stable 2, canary none",
     ]
     for version, package in ((1, first), (2, second)):
@@ -210,8 +220,8 @@ def test_two_releases_are_synced_verified_and_labelled(
     )
     assert host.config.read_bytes() == config  # nothing new: nothing downloaded or changed
 
-    publish("digits", 3, savedmodels[0])
-    assert run_sync(host)[1][0] == "sync: version 3: 5 files verified and loaded; in place"
+    publish("digits", 3, savedmodels[2])
+    assert run_sync(host)[1][0] == "sync: version 3: 7 files verified and loaded; in place"
     assert served(host) == ([1, 2, 3], {"stable": 2})  # the labels survive the sync
     assert label(host, capsys, "canary", "3") == 0
     assert served(host) == ([1, 2, 3], {"stable": 2, "canary": 3})
@@ -224,6 +234,54 @@ def test_two_releases_are_synced_verified_and_labelled(
     assert run_sync(host)[0] == 0
     assert served(host) == ([1, 2, 3], {"stable": 2})
     assert label(host, capsys, "canary", "4") == 1  # published nowhere, so not on the host
+
+
+class ListedEarlier:
+    """The release role's client, but listing the bucket as it was when this was made: a release
+    that listed before another one claimed the next number."""
+
+    def __init__(self, s3, prefix: str):
+        self.s3 = s3
+        self.pages = list(
+            s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+        )
+
+    def get_paginator(self, name: str):
+        pages = self.pages
+
+        class Paginator:
+            def paginate(self, **_) -> list:
+                return pages
+
+        return Paginator()
+
+    def put_object(self, **request) -> dict:
+        return self.s3.put_object(**request)
+
+
+def test_two_releases_at_once_never_take_the_same_number(
+    publish, run_sync, savedmodels: list[Path], tmp_path: Path, bed: SeaweedFS, oidc_issuer
+) -> None:
+    """Both listed only version 1; S3's conditional write gives 2 to one and 3 to the other."""
+    publish("racing", 1, savedmodels[0])
+    s3 = s3_session(bed, oidc_issuer, RELEASE_ROLE)
+    early = [ListedEarlier(s3, "releases/racing/") for _ in savedmodels[1:]]
+    versions = [
+        release.publish(client, BUCKET, "racing", package, COMMIT, LOCK)[0]
+        for client, package in zip(early, savedmodels[1:], strict=True)
+    ]
+    assert versions == [2, 3]
+    host = Host(tmp_path / "models" / "racing")
+    code, out, _ = run_sync(host)
+    assert (
+        code == 0 and out[-1] == f"sync: {host.base} serves versions 1, 2, 3; stable 3, canary none"
+    )
+    for version, package in zip((2, 3), savedmodels[1:], strict=True):
+        card = host.version_dir(version) / "assets.extra/model_card.json"
+        assert json.loads(card.read_text())["release"]["version"] == version
+        assert (host.version_dir(version) / "fingerprint.pb").read_bytes() == (
+            package / "fingerprint.pb"
+        ).read_bytes()
 
 
 def tamper(kind: str, admin, prefix: str, package: Path) -> str:
@@ -262,7 +320,7 @@ def test_a_release_changed_after_publication_is_refused_the_others_served(
     model = f"tampered-{kind}"
     publish(model, 1, savedmodels[0])
     package = publish(model, 2, savedmodels[1])
-    publish(model, 3, savedmodels[0])
+    publish(model, 3, savedmodels[2])
     reason = tamper(kind, admin, f"releases/{model}/2/", package)
     host = Host(tmp_path / "models" / model)
 
@@ -335,13 +393,13 @@ def test_a_sync_killed_mid_download_leaves_no_version_and_the_next_completes(
         line = child.stdout.readline()
         assert line.split() == [
             "releases/killed/1/MANIFEST.json",
-            "releases/killed/1/assets.extra/model_card.md",
+            "releases/killed/1/assets.extra/dvc.lock",
         ], line + child.stderr.read()
     finally:
         child.send_signal(signal.SIGKILL)
         child.communicate(timeout=30)
     (staging,) = host.stale_staging()
-    assert sorted(sha256_tree(staging)) == ["MANIFEST.json", "assets.extra/model_card.md"]
+    assert sorted(sha256_tree(staging)) == ["MANIFEST.json", "assets.extra/dvc.lock"]
     assert sorted(path.name for path in host.base.iterdir()) == [staging.name, ".sync.lock"]
     assert host.versions() == []  # TF Serving sees no version, so no half of one
 
@@ -349,7 +407,7 @@ def test_a_sync_killed_mid_download_leaves_no_version_and_the_next_completes(
     assert (code, err) == (0, [])
     assert out[:2] == [
         f"sync: removed {staging.name}, left by an interrupted sync",
-        "sync: version 1: 5 files verified and loaded; in place",
+        "sync: version 1: 7 files verified and loaded; in place",
     ]
     assert host.stale_staging() == []
     assert sha256_tree(host.version_dir(1)).items() >= sha256_tree(package).items()
@@ -376,7 +434,7 @@ def test_a_retracted_version_is_removed_unless_a_label_points_at_it(
     publish, admin, run_sync, savedmodels: list[Path], tmp_path: Path, capsys
 ) -> None:
     for version in (1, 2, 3):
-        publish("retracted", version, savedmodels[version % 2])
+        publish("retracted", version, savedmodels[version - 1])
     host = Host(tmp_path / "models" / "retracted")
     assert run_sync(host)[0] == 0
     assert label(host, capsys, "canary", "2") == 0

@@ -1,0 +1,185 @@
+"""A stand-in for TensorFlow Serving's REST API on 127.0.0.1, for the live check's tests.
+
+The server binary cannot be installed here (not on PyPI nor Debian), so this answers the REST API
+as its documentation gives it (tensorflow_serving/g3doc/api_rest.md), for one model:
+
+- ``GET /v1/models/<name>[/versions/<v> | /labels/<l>]``: ``{"model_version_status": [{"version":
+  "3", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]}``;
+- ``GET …/metadata``: ``{"model_spec": {"name", "signature_name", "version"}, "metadata":
+  {"signature_def": {"signature_def": {<name>: <SignatureDef as proto JSON>}}}}``, read from the
+  version's ``saved_model.pb``;
+- ``POST …:predict`` with ``{"instances": [...]}`` (the row format): ``{"predictions": [...]}``, one
+  object per instance when the signature has several outputs, computed by loading the SavedModel
+  in a TF1 session, as TensorFlow Serving's C++ loader does;
+- errors as ``{"error": "..."}`` with an HTTP status (404 for an unknown version or label).
+
+``versions`` maps a version number to its SavedModel folder, ``labels`` a label to a version.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from google.protobuf import json_format
+from tensorflow.core.protobuf import saved_model_pb2
+
+SERVE = "serve"
+ROUTE = re.compile(
+    r"^/v1/models/(?P<model>[^/:]+)(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
+    r"(?P<tail>/metadata|:predict)?$"
+)
+
+
+class NotFound(Exception):
+    pass
+
+
+@dataclass
+class Loaded:
+    """One version: its MetaGraph and a TF1 session with its variables restored."""
+
+    meta_graph: object
+    session: tf.compat.v1.Session
+
+    @classmethod
+    def load(cls, directory: Path) -> Loaded:
+        graph = tf.Graph()
+        session = tf.compat.v1.Session(graph=graph)
+        meta_graph = tf.compat.v1.saved_model.loader.load(session, [SERVE], str(directory))
+        return cls(meta_graph, session)
+
+    def predict(self, signature_name: str, instances: list) -> list:
+        signature = self.meta_graph.signature_def[signature_name]
+        (feed,) = signature.inputs.values()
+        dtype = tf.dtypes.as_dtype(feed.dtype).as_numpy_dtype
+        fetches = {name: output.name for name, output in signature.outputs.items()}
+        outputs = self.session.run(fetches, {feed.name: np.asarray(instances, dtype=dtype)})
+        rows = []
+        for index in range(len(instances)):
+            row = {}
+            for name, values in outputs.items():
+                value = values[index]
+                row[name] = value.decode() if isinstance(value, bytes) else value.tolist()
+            rows.append(row)
+        return rows
+
+
+@dataclass
+class FakeTensorFlowServing:
+    model: str
+    versions: dict[int, Path]
+    labels: dict[str, int] = field(default_factory=dict)
+    requests: list[str] = field(default_factory=list)
+
+    def start(self) -> FakeTensorFlowServing:
+        self.loaded = {version: Loaded.load(path) for version, path in self.versions.items()}
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self.handler())
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        for loaded in self.loaded.values():
+            loaded.session.close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def resolve(self, model: str, version: str | None, label: str | None) -> list[int]:
+        if model != self.model:
+            raise NotFound(f"Servable not found for request: Latest({model})")
+        if label is not None:
+            if label not in self.labels:
+                raise NotFound(f"Unrecognized servable version label: {label}")
+            return [self.labels[label]]
+        if version is not None:
+            if int(version) not in self.versions:
+                raise NotFound(f"Servable not found for request: Specific({model}, {version})")
+            return [int(version)]
+        return sorted(self.versions)
+
+    def status(self, versions: list[int]) -> dict:
+        ok = {"error_code": "OK", "error_message": ""}
+        return {
+            "model_version_status": [
+                {"version": str(v), "state": "AVAILABLE", "status": ok} for v in versions
+            ]
+        }
+
+    def metadata(self, version: int) -> dict:
+        path = self.versions[version] / "saved_model.pb"
+        saved_model = saved_model_pb2.SavedModel.FromString(path.read_bytes())
+        meta_graph = next(g for g in saved_model.meta_graphs if SERVE in g.meta_info_def.tags)
+        signatures = {
+            name: json_format.MessageToDict(signature, preserving_proto_field_name=True)
+            for name, signature in meta_graph.signature_def.items()
+        }
+        return {
+            "model_spec": {"name": self.model, "signature_name": "", "version": str(version)},
+            "metadata": {
+                "signature_def": {
+                    "signature_def": signatures,
+                    "@type": "type.googleapis.com/tensorflow.serving.SignatureDefMap",
+                }
+            },
+        }
+
+    def answer(self, method: str, path: str, body: bytes) -> tuple[int, dict]:
+        match = ROUTE.match(path)
+        if not match:
+            return 404, {"error": "Malformed request: " + path}
+        try:
+            versions = self.resolve(match["model"], match["version"], match["label"])
+        except NotFound as error:
+            return 404, {"error": str(error)}
+        if match["tail"] == ":predict":
+            if method != "POST":
+                return 405, {"error": "Method not allowed"}
+            request = json.loads(body)
+            version = max(versions)
+            signature = request.get("signature_name", "serving_default")
+            try:
+                return 200, {
+                    "predictions": self.loaded[version].predict(signature, request["instances"])
+                }
+            except (KeyError, ValueError, tf.errors.OpError) as error:
+                return 400, {"error": str(error).splitlines()[0]}
+        if match["tail"] == "/metadata":
+            return 200, self.metadata(max(versions))
+        return 200, self.status(versions)
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args) -> None:
+                pass
+
+            def respond(self, method: str) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                fake.requests.append(f"{method} {self.path}")
+                status, document = fake.answer(method, self.path, body)
+                data = json.dumps(document).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                self.respond("GET")
+
+            def do_POST(self) -> None:
+                self.respond("POST")
+
+        return Handler
