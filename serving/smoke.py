@@ -79,13 +79,16 @@ class Server:
     """TensorFlow Serving's REST API for one model, as its documentation describes it."""
 
     def __init__(self, url: str, model: str, timeout: float):
+        if not url.startswith(("http://", "https://")):
+            raise StageError(f"--url {url} is not http:// or https://, e.g. http://HOST:8501")
         self.root = f"{url.rstrip('/')}/v1/models/{model}"
         self.timeout = timeout
 
     def call(self, path: str, body: dict | None = None) -> dict:
         url = self.root + path
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(url, data=data, method="GET" if body is None else "POST")
+        method = "GET" if body is None else "POST"
+        request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 (http(s) only)
         request.add_header("Content-Type", "application/json")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
@@ -185,7 +188,8 @@ def smoke(server: Server, selector: str, expected: Expected, tolerance: float, b
     p50, p99 = np.percentile(np.array(seconds) * 1000, [50, 99])
     return (
         f"{where}: version {expected.version} AVAILABLE, signature as packaged; accuracy"
-        f" {accuracy:.4f} on {len(expected.labels)} sample images (package {expected.accuracy:.4f});"
+        f" {accuracy:.4f} on {len(expected.labels)} sample images (package"
+        f" {expected.accuracy:.4f});"
         f" predict latency p50 {p50:.1f} ms, p99 {p99:.1f} ms over {len(seconds)} requests"
     )
 

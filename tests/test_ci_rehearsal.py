@@ -7,6 +7,7 @@ share a run: nothing changed on main, and the job's start token has expired befo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -38,7 +39,7 @@ REPRO = "Reproduce (pull what the remote has, run only what it never ran)"
 PUSH = "Push outputs and run-cache (main only, fresh token)"
 GPU_CHECK = "Check that TensorFlow sees the GPU"
 HAND_OVER = "Hand the job's OIDC token to the AWS credential chain"
-PUBLISH = "Publish dist/<model_name>/<version>/ to releases/ (never overwrites)"
+PUBLISH = "Publish dist/<model_name>/ as the next free version under releases/ (never overwrites)"
 METRICS = "Metrics and params against main, plots page and model card"
 REPORT = "Report on the pull request (one comment, updated; GITHUB_TOKEN from the context)"
 GITHUB_TOKEN = "ghs-rehearsal-token"
@@ -81,6 +82,11 @@ class Workflows:
     def listing(self) -> dict[str, str]:
         token = self.bed.issuer.mint(ref="refs/heads/inspector")
         return bucket_listing(self.bed.s3.endpoint, token)
+
+    def object(self, key: str) -> bytes:
+        token = self.bed.issuer.mint(ref="refs/heads/inspector")
+        s3 = role_client(self.bed.s3.endpoint, token, READ_ROLE, "pytest-inspect")
+        return s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
 
     def commit_on_main(self, message: str, **sections: dict) -> str:
         DvcRepo(self.origin).set_params(**sections)
@@ -136,7 +142,8 @@ def test_1_main_empty_bucket_runs_everything_and_pushes(first_run) -> None:
     assert test_metrics["gate"] == "passed"
     assert (run.artifacts / "model-card/model_card.md").is_file()
     assert "metrics/test.json" in (run.artifacts / "metrics-diff.md").read_text()
-    assert (workspace / "dist/mnist/1/saved_model.pb").is_file()
+    assert (workspace / "dist/mnist/saved_model.pb").is_file()
+    assert (workspace / "dvc.lock").is_file()  # for the release, which records it
     kept = f"dvc/locks/{run.env['CIRCLE_SHA1']}.lock"  # main's lock of record, for PR diffs
     assert "main_lock: no dvc.lock of record for " in run.step(METRICS).output  # not yet kept
     assert kept in listing and f"main_lock: dvc.lock kept at s3://mnist-dvc/{kept}" in run.output
@@ -197,7 +204,7 @@ def test_4_5_main_unchanged_with_an_expired_start_token(
     assert workflows.listing() == before
 
 
-def test_7_release_publishes_once_then_refuses(
+def test_7_release_publishes_version_1_then_knows_it_did(
     first_run, workflows: Workflows, origin: Path
 ) -> None:
     """The first run installs as CircleCI does: the config's Python choice and a fresh .venv
@@ -213,19 +220,25 @@ def test_7_release_publishes_once_then_refuses(
         assert next(venv.glob("lib/python*")).name == "python" + ".".join(version.split(".")[:2])
     published = {k: v for k, v in workflows.listing().items() if k.startswith("releases/")}
     packaged = sorted(
-        str(p.relative_to(workspace / "dist"))
-        for p in (workspace / "dist").rglob("*")
+        f"mnist/1/{p.relative_to(workspace / 'dist/mnist')}"
+        for p in (workspace / "dist/mnist").rglob("*")
         if p.is_file()
     )
-    manifest = ["mnist/1/MANIFEST.json"]  # the sha256 of each, written last (serving.manifest)
-    assert sorted(key.removeprefix("releases/") for key in published) == sorted(packaged + manifest)
+    own = ["mnist/1/MANIFEST.json", "mnist/1/assets.extra/dvc.lock"]  # what only a release has
+    assert sorted(key.removeprefix("releases/") for key in published) == sorted(packaged + own)
+    assert "release: version 1: " in first.step(PUBLISH).output
+    card = json.loads(workflows.object("releases/mnist/1/assets.extra/model_card.json"))
+    assert card["release"]["version"] == 1
+    assert card["release"]["git_commit"] == head(origin)
+    lock = workflows.object("releases/mnist/1/assets.extra/dvc.lock")
+    assert lock == (workspace / "dvc.lock").read_bytes()  # the repro job's, not the commit's
+    assert card["release"]["dvc_lock_sha256"] == hashlib.sha256(lock).hexdigest()
     before = workflows.listing()
 
     second = workflows.run("release", "main", head(origin), workspace)
-    assert second.returncode == 1
+    assert second.returncode == 0
     assert second.step(PUBLISH).output.strip().splitlines()[-1] == (
-        "release: error: s3://mnist-dvc/releases/mnist/1/ is already published; versions are never"
-        " overwritten: raise package.version in params.yaml to release a new one"
+        "release: this model is already published as version 1; nothing to do"
     )
     assert workflows.listing() == before
 
@@ -381,7 +394,7 @@ def test_6_failed_gate_fails_the_job_pushes_nothing_releases_nothing(
         .output.strip()
         .splitlines()[-1]
         .startswith(
-            "release: error: dist/mnist/1 does not exist; only a model that passed the quality gate"
+            "release: error: dist/mnist does not exist; only a model that passed the quality gate"
         )
     )
     assert workflows.listing() == before

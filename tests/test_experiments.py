@@ -125,7 +125,7 @@ def test_a_sweep_keeps_every_result_and_the_gate_still_holds(baseline: DvcRepo) 
         assert result.returncode != 0
         assert ran == ["package"]  # build, train and test come from the sweep's run-cache
         assert "package: error: quality gate failed: accuracy " in result.stderr
-        assert not (baseline.repo / "dist/mnist/1").exists()
+        assert not (baseline.repo / "dist/mnist").exists()
     finally:
         params.write_bytes(original)
 
@@ -143,4 +143,4 @@ def test_promoting_the_best_experiment_trains_nothing(baseline: DvcRepo) -> None
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert ran == ["package"]  # the applied experiment's model and metrics are reused as they are
     assert json.loads((baseline.repo / "metrics/test.json").read_text()) == found[best]["metrics"]
-    assert (baseline.repo / "dist/mnist/1/saved_model.pb").is_file()
+    assert (baseline.repo / "dist/mnist/saved_model.pb").is_file()

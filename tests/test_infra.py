@@ -223,8 +223,8 @@ EVERY_BRANCH = {"main", "branch", "tag"}
 EXPECTED_TRUST = {"push": MAIN_ONLY, "read": EVERY_BRANCH, "release": MAIN_ONLY, "serving": set()}
 # What each role may list (s3:prefix) and read (s3:GetObject), exactly.
 LISTS = {
-    "push": ["dvc/*"],
-    "read": ["dvc/*"],
+    "push": ["dvc/*", "releases/*"],  # releases/: the champion the retrain job brings
+    "read": ["dvc/*", "releases/*"],
     "release": ["dvc/*", "releases/*"],
     "serving": ["releases/*"],
 }
@@ -812,9 +812,10 @@ def test_each_role_is_held_to_its_prefixes(template_bed, oidc_issuer) -> None:
     assert refused(push.put_object, Key="releases/mnist/1/saved_model.pb", Body=b"x")
     assert refused(push.put_object, Key="elsewhere", Body=b"x")
     assert refused(push.list_objects_v2)  # no prefix: the whole bucket
-    assert refused(push.list_objects_v2, Prefix="releases/")
+    assert push.list_objects_v2(Bucket=BUCKET, Prefix="releases/")["KeyCount"] == 1  # champion
     assert refused(read.put_object, Key="dvc/files/md5/00/0", Body=b"x")
-    assert refused(read.get_object, Key="releases/mnist/1/saved_model.pb")
+    assert read.get_object(Bucket=BUCKET, Key="releases/mnist/1/saved_model.pb")  # champion
+    assert refused(read.put_object, Key="releases/mnist/2/saved_model.pb", Body=b"x")
     assert refused(read.list_objects_v2, Prefix="")
     with pytest.raises(ClientError, match="404"):  # a missing object is a 404, not a 403
         read.head_object(Bucket=BUCKET, Key="dvc/files/md5/00/missing")

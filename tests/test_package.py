@@ -14,6 +14,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+import classifier.export
+import classifier.savedmodel
 import stages.package
 from classifier.dataset import load_split
 from classifier.errors import StageError
@@ -21,7 +23,7 @@ from classifier.mnist import CLASSES as MNIST_CLASSES
 from classifier.model import load_model
 from classifier.params import parse_params
 from classifier.paths import Paths
-from classifier.savedmodel import run_signature_in_session
+from classifier.savedmodel import predict_with_export, run_signature_in_session
 from stages.predict import load_image, trained_on
 from testbed.repo import REPO_ROOT, write_params
 from tests.helpers import (
@@ -45,23 +47,24 @@ def packaged(
     for stage in ("fetch", "prepare", "test", "package"):
         result = run_module(stage, directory, env={"MNIST_MIRROR": str(shared_mnist)})
         assert result.returncode == 0, result.stderr
-    assert "package: verified SavedModel written to dist/mnist/1" in result.stdout
+    assert "package: verified SavedModel written to dist/mnist" in result.stdout
     return directory
 
 
 def test_tf_serving_layout(packaged: Path) -> None:
-    version = packaged / "dist/mnist/1"
+    version = packaged / "dist/mnist"
     assert (version / "saved_model.pb").is_file()
     assert (version / "variables/variables.index").is_file()
     assert sorted(p.name for p in (version / "assets.extra").iterdir()) == [
         "model_card.json",
         "model_card.md",
+        "sample",
     ]
     assert [p.name for p in (packaged / "dist").iterdir()] == ["mnist"]
 
 
 def test_serving_signature_takes_raw_uint8_images(packaged: Path) -> None:
-    signature = tf.saved_model.load(str(packaged / "dist/mnist/1")).signatures["serving_default"]
+    signature = tf.saved_model.load(str(packaged / "dist/mnist")).signatures["serving_default"]
     (spec,) = signature.structured_input_signature[1].values()
     assert spec.dtype == tf.uint8 and spec.shape.as_list() == [None, 28, 28, 1]
     outputs = signature.structured_outputs
@@ -84,9 +87,9 @@ def test_export_predicts_in_batches_with_the_same_result(
 ) -> None:
     """Batches bound the memory of predicting (one 10,000-image call peaked at 1.8 GB)."""
     images = load_split("test", packaged / "data/prepared", limit=250)[0]
-    whole = stages.package.predict_with_export(packaged / "dist/mnist/1", images)
-    monkeypatch.setattr(stages.package, "PREDICT_BATCH", 100)  # 100, 100, 50
-    batched = stages.package.predict_with_export(packaged / "dist/mnist/1", images)
+    whole = predict_with_export(packaged / "dist/mnist", images)
+    monkeypatch.setattr(classifier.savedmodel, "PREDICT_BATCH", 100)  # 100, 100, 50
+    batched = predict_with_export(packaged / "dist/mnist", images)
     np.testing.assert_array_equal(batched["class_name"], whole["class_name"])
     np.testing.assert_allclose(batched["probabilities"], whole["probabilities"], atol=1e-6)
     assert batched["probabilities"].shape == (250, 10)
@@ -104,7 +107,7 @@ def test_saved_model_cli_serves_the_export_and_names_the_real_digits(
 ) -> None:
     """The package must load where TensorFlow Serving loads it, not only in Python's TF2."""
     images, labels = load_split("test", trained_workspace / "data/prepared")  # 1,000 real digits
-    digits = saved_model_cli_classes(packaged / "dist/mnist/1", images, tmp_path / "trained")
+    digits = saved_model_cli_classes(packaged / "dist/mnist", images, tmp_path / "trained")
     expected = load_model(packaged / "models/model.keras").predict(images, verbose=0)
     np.testing.assert_array_equal(digits, expected.argmax(axis=1))
     assert (digits == labels).mean() >= 0.75  # the small test model (3,000 images) gets 0.84
@@ -121,8 +124,8 @@ def test_saved_model_cli_serves_the_export_and_names_the_real_digits(
 
 def test_session_loader_gives_the_tf2_loaders_results_in_any_batch_size(packaged: Path) -> None:
     images = load_split("test", packaged / "data/prepared", limit=10)[0]
-    export = packaged / "dist/mnist/1"
-    reference = stages.package.predict_with_export(export, images)
+    export = packaged / "dist/mnist"
+    reference = predict_with_export(export, images)
     for batch_size in (1, 4, 10):  # 4: the last batch is partial
         served = run_signature_in_session(export, images, batch_size)
         assert served["probabilities"].shape == (10, 10) and served["class_index"].dtype == np.int32
@@ -132,7 +135,7 @@ def test_session_loader_gives_the_tf2_loaders_results_in_any_batch_size(packaged
 
 
 def test_model_card(packaged: Path, shared_mnist: Path) -> None:
-    card = json.loads((packaged / "dist/mnist/1/assets.extra/model_card.json").read_text())
+    card = json.loads((packaged / "dist/mnist/assets.extra/model_card.json").read_text())
     metrics = json.loads((packaged / "metrics/test.json").read_text())
     test_report = json.loads((packaged / "reports/test.json").read_text())
     assert card["metrics"]["accuracy"] == metrics["accuracy"]
@@ -161,7 +164,7 @@ def test_model_card(packaged: Path, shared_mnist: Path) -> None:
         ("tf.compat.v1.saved_model.loader.load", 8, 1),
     ]
     assert all(c["max_probability_difference"] <= 1e-5 for c in checks)
-    markdown = (packaged / "dist/mnist/1/assets.extra/model_card.md").read_text()
+    markdown = (packaged / "dist/mnist/assets.extra/model_card.md").read_text()
     assert "| `tf.compat.v1.saved_model.loader.load` | 8 | 1 |" in markdown
     assert f"Accuracy **{metrics['accuracy']:.4f}**" in markdown
     assert "| 9 |" in markdown
@@ -172,10 +175,33 @@ def test_model_card(packaged: Path, shared_mnist: Path) -> None:
     assert (
         card["signature"]["outputs"]["class_name"] == "string [N], the most probable class's name"
     )
+    assert card["signature"]["tensors"]["inputs"] == {  # as TF Serving's metadata API gives it
+        "images": {"dtype": "DT_UINT8", "shape": [-1, 28, 28, 1]}
+    }
+    assert card["metrics"]["champion"]["source"] is None  # no champion: said in the card
+    assert "No champion was compared" in markdown
+    assert "release" not in card and "Not released yet: the release assigns the version" in markdown
+
+
+def test_the_package_carries_a_labelled_sample_for_the_live_check(packaged: Path) -> None:
+    """The first 300 test images and labels, and the model's accuracy on them in the card."""
+    sample = packaged / "dist/mnist/assets.extra/sample"
+    images = np.load(sample / "images.npy", allow_pickle=False)
+    labels = np.load(sample / "labels.npy", allow_pickle=False)
+    expected_images, expected_labels = load_split("test", packaged / "data/prepared", limit=300)
+    np.testing.assert_array_equal(images, expected_images)
+    np.testing.assert_array_equal(labels, expected_labels)
+    served = run_signature_in_session(packaged / "dist/mnist", images, 100)["class_index"]
+    card = json.loads((packaged / "dist/mnist/assets.extra/model_card.json").read_text())
+    assert card["sample"] == {
+        "folder": "assets.extra/sample",
+        "images": 300,
+        "accuracy": round(float((served == labels).mean()), 6),
+    }
 
 
 def test_model_card_says_where_the_model_was_trained(packaged: Path) -> None:
-    card = json.loads((packaged / "dist/mnist/1/assets.extra/model_card.json").read_text())
+    card = json.loads((packaged / "dist/mnist/assets.extra/model_card.json").read_text())
     environment = json.loads((packaged / "reports/train.json").read_text())
     assert card["environment"] == environment
     assert (environment["device"], environment["strategy"], environment["replicas"]) == (
@@ -184,7 +210,7 @@ def test_model_card_says_where_the_model_was_trained(packaged: Path) -> None:
         1,
     )
     build = tf.sysconfig.get_build_info()
-    markdown = " ".join((packaged / "dist/mnist/1/assets.extra/model_card.md").read_text().split())
+    markdown = " ".join((packaged / "dist/mnist/assets.extra/model_card.md").read_text().split())
     assert (
         "Trained on CPU (default strategy, 1 replica(s), global batch 128, peak learning rate"
         f" 0.003), dtype policy float32, XLA off; TensorFlow {tf.__version__} built with CUDA"
@@ -216,8 +242,8 @@ def test_the_same_model_exports_to_the_same_bytes_in_another_process(
     shutil.copytree(packaged, again, ignore=shutil.ignore_patterns("dist"))
     result = run_module("package", again)
     assert result.returncode == 0, result.stderr
-    first = files_under(packaged / "dist/mnist/1")
-    second = files_under(again / "dist/mnist/1")
+    first = files_under(packaged / "dist/mnist")
+    second = files_under(again / "dist/mnist")
     assert "fingerprint.pb" in first and "variables/variables.index" in first
     assert differing(first, second) == []
 
@@ -265,7 +291,7 @@ def test_a_disagreeing_export_is_refused_and_not_written(
         r" tf\.saved_model\.load \(batches of 1000\): \d+ different classes",
     ):
         package_into(tmp_path, packaged)
-    assert list((tmp_path / "dist/mnist").iterdir()) == []
+    assert list((tmp_path / "dist").iterdir()) == []
 
 
 def export_keras_wrappers(model, directory: Path, classes: tuple[str, ...]) -> None:
@@ -300,7 +326,7 @@ def test_an_export_tensorflow_serving_cannot_load_is_refused_and_not_written(
         r" \(FailedPreconditionError: Could not find variable [\w/]+\); the export was not written",
         str(raised.value),
     ), str(raised.value)
-    assert list((tmp_path / "dist/mnist").iterdir()) == []
+    assert list((tmp_path / "dist").iterdir()) == []
 
 
 @pytest.mark.parametrize(("batch_size", "differing"), [(1, 8), (1000, 10000)])
@@ -319,7 +345,7 @@ def test_a_session_loader_disagreement_is_refused_and_not_written(
             outputs["class_index"] = (outputs["class_index"] + 1) % 10
         return outputs
 
-    monkeypatch.setattr(stages.package, "run_signature_in_session", served_wrong_at)
+    monkeypatch.setattr(classifier.export, "run_signature_in_session", served_wrong_at)
     with pytest.raises(StageError) as raised:
         package_into(tmp_path, packaged)
     assert re.fullmatch(
@@ -329,7 +355,7 @@ def test_a_session_loader_disagreement_is_refused_and_not_written(
         r" 1e-05\); the export was not written",
         str(raised.value),
     ), str(raised.value)
-    assert list((tmp_path / "dist/mnist").iterdir()) == []
+    assert list((tmp_path / "dist").iterdir()) == []
 
 
 def test_a_model_that_failed_the_gate_is_not_packaged(tmp_path: Path, packaged: Path) -> None:
@@ -352,7 +378,7 @@ def test_load_image_brings_files_to_the_training_images_form(
     tmp_path: Path, packaged: Path
 ) -> None:
     """Grayscale, the dataset's size, and dark-bordered like MNIST (a digit on paper inverted)."""
-    dataset = trained_on(packaged / "dist/mnist/1")
+    dataset = trained_on(packaged / "dist/mnist")
     assert dataset["background"] == "dark" and dataset["channels"] == 1
     digit = load_split("test", packaged / "data/prepared", limit=1)[0][0]
     Image.fromarray(digit[..., 0]).save(tmp_path / "mnist_style.png")
@@ -431,11 +457,11 @@ def test_predict_from_outside_the_repository(tmp_path: Path, packaged: Path) -> 
         (str(paths[0]), labels[0])
     ]
 
-    (repository / "dist/mnist/1/saved_model.pb").unlink()
+    (repository / "dist/mnist/saved_model.pb").unlink()
     result = run_module("predict", elsewhere, str(paths[0]), env={"PYTHONPATH": str(repository)})
     assert result.returncode == 1
     assert error_line(result) == (
-        f"predict: error: no SavedModel in {repository / 'dist/mnist/1'}; run `dvc repro`"
+        f"predict: error: no SavedModel in {repository / 'dist/mnist'}; run `dvc repro`"
         " (or `dvc pull`) there, or pass --model DIR"
     )
 
@@ -445,6 +471,6 @@ def test_predict_without_a_package(tmp_path: Path) -> None:
     result = run_module("predict", tmp_path, "x.png")
     assert result.returncode == 1
     assert error_line(result) == (
-        "predict: error: no SavedModel in dist/mnist/1; run `dvc repro` (or `dvc pull`) there,"
+        "predict: error: no SavedModel in dist/mnist; run `dvc repro` (or `dvc pull`) there,"
         " or pass --model DIR"
     )

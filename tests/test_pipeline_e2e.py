@@ -38,8 +38,8 @@ def test_cold_repro_runs_every_stage(ran_pipeline: RanPipeline, pipeline: DvcRep
     assert ran_pipeline.ran == ALL_STAGES
     metrics = yaml.safe_load((pipeline.repo / "metrics/test.json").read_text())
     assert metrics["accuracy"] > 0.9  # one epoch of a tiny net on a quarter of MNIST
-    assert (pipeline.repo / "dist/mnist/1/saved_model.pb").is_file()
-    assert (pipeline.repo / "dist/mnist/1/assets.extra/model_card.json").is_file()
+    assert (pipeline.repo / "dist/mnist/saved_model.pb").is_file()
+    assert (pipeline.repo / "dist/mnist/assets.extra/model_card.json").is_file()
     status = pipeline.dvc("status")
     assert "Data and pipelines are up to date." in status.stdout
 
@@ -64,7 +64,7 @@ def test_failing_gate_fails_repro_and_packages_nothing(params_restored: DvcRepo)
         f"package: error: quality gate failed: accuracy {metrics['accuracy']:.4f}"
         " < test.min_accuracy 0.9999; the model is not packaged" in result.stderr
     )
-    assert not (pipeline.repo / "dist/mnist/1").exists()
+    assert not (pipeline.repo / "dist/mnist").exists()
 
 
 def test_forced_rerun_gives_identical_data_and_models(pipeline: DvcRepo) -> None:
@@ -77,6 +77,6 @@ def test_forced_rerun_gives_identical_data_and_models(pipeline: DvcRepo) -> None
     assert ran == ALL_STAGES
     second = pipeline.locked_stages()
     assert sorted(second) == sorted(first) == sorted(ALL_STAGES)
-    assert "dist/mnist/1" in pipeline.locked_hashes()
+    assert "dist/mnist" in pipeline.locked_hashes()
     for stage in ALL_STAGES:
         assert second[stage] == first[stage], stage

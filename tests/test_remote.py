@@ -187,7 +187,11 @@ def _new_data_version(repo: DvcRepo, shared_mnist: Path, tmp: Path) -> None:
 
 
 CHANGES = [
-    ("param-package", lambda r, *_: r.set_params(package={"version": 2}), ["package"]),
+    (  # where a released champion is kept: test reads it too
+        "param-package",
+        lambda r, *_: r.set_params(package={"model_name": "digits"}),
+        ["test", "package"],
+    ),
     ("param-test", lambda r, *_: r.set_params(test={"worst_examples": 6}), ["test", "package"]),
     ("param-test-back", lambda r, *_: r.set_params(test={"worst_examples": 12}), []),
     (

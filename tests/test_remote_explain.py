@@ -50,8 +50,8 @@ def test_outputs_a_pull_could_not_check_out_are_named() -> None:
     the outputs it could not check out on lines of their own."""
     output = (
         "ERROR: failed to pull data from the cloud - Checkout failed for following targets:\n"
-        "models/model.keras\ndist/mnist/1\nIs your cache up to date?\n"
+        "models/model.keras\ndist/mnist\nIs your cache up to date?\n"
         "<https://error.dvc.org/missing-files>\n"
     )
     explained = remote.explain(output, {})
-    assert explained.startswith("models/model.keras, dist/mnist/1: not checked out:")
+    assert explained.startswith("models/model.keras, dist/mnist: not checked out:")
