@@ -57,7 +57,9 @@ def default_model_dir() -> Path:
     here = Path.cwd()
     root = here if (here / PARAMS_FILE).exists() else Path(__file__).resolve().parent.parent
     if not (root / PARAMS_FILE).exists():
-        raise StageError(f"no {PARAMS_FILE} here or in {root}; pass --model DIR (dist/<name>/<n>)")
+        raise StageError(
+            f"no {PARAMS_FILE} here or in {root}; pass --model DIR (dist/<model_name>)"
+        )
     directory = Paths().export_dir(load_params(root / PARAMS_FILE).package)
     return directory if root == here else root / directory
 

@@ -36,6 +36,7 @@ class FakeGitHub:
     link_origin: str = ""  # where pagination links point; empty: this server
     pulls: dict[str, list[int]] = field(default_factory=dict)  # head "owner:branch" -> numbers
     comments: dict[int, list[dict]] = field(default_factory=dict)  # number -> comments
+    opened: list[dict] = field(default_factory=list)  # pull requests created through the API
     requests: list[Request] = field(default_factory=list)
     _next_id: int = 1000
 
@@ -68,6 +69,22 @@ class FakeGitHub:
         self.comments[number].append(comment)
         return comment
 
+    def create_pull_request(self, body: Any) -> tuple[int, Any, str]:
+        """``POST /repos/{owner}/{repo}/pulls``: 201 and the pull request, as GitHub documents;
+        422 for a missing field or a head that already has an open pull request."""
+        if not isinstance(body, dict) or not all(body.get(k) for k in ("title", "head", "base")):
+            return 422, {"message": "Validation Failed"}, ""
+        owner = self.repository.split("/")[0]
+        head = f"{owner}:{body['head']}"
+        if self.pulls.get(head):
+            return 422, {"message": f"A pull request already exists for {head}."}, ""
+        number = 1 + max([n for numbers in self.pulls.values() for n in numbers], default=0)
+        self.open_pull_request(body["head"], number)
+        url = f"https://github.com/{self.repository}/pull/{number}"
+        created = {**body, "number": number, "html_url": url, "state": "open"}
+        self.opened.append(created)
+        return 201, created, ""
+
     def answer(
         self, method: str, target: str, authorization: str, body: Any
     ) -> tuple[int, Any, str]:
@@ -84,6 +101,8 @@ class FakeGitHub:
         path = parsed.path.removeprefix(prefix)
         if method == "GET" and path == "/pulls":
             return 200, [{"number": n} for n in self.pulls.get(query.get("head", ""), [])], ""
+        if method == "POST" and path == "/pulls":
+            return self.create_pull_request(body)
         listing = re.fullmatch(r"/issues/(\d+)/comments", path)
         if listing and int(listing.group(1)) not in self.comments:
             return 404, {"message": "Not Found"}, ""

@@ -172,13 +172,30 @@ def test_sweep_spreads_param_sets_over_parallel_nodes_and_tables_them() -> None:
     assert step_kinds("sweep-table")[-1] == "store_artifacts"
 
 
+def test_retrain_runs_on_main_with_the_context_and_opens_a_pull_request() -> None:
+    """New data and the champion, a repro judged against it, a push, then the pull request;
+    the GitHub token only through the context, and only on main."""
+    steps = commands("retrain")
+    update = position("retrain", "python -m ci_jobs.retrain update")
+    assert update > position("retrain", "ci_jobs.web_identity")  # after the role is handed over
+    assert "python -m ci_jobs.retrain news" in steps[update + 1]
+    assert "ci_jobs.remote dvc repro --pull test" in steps[update + 1]  # through the guard
+    assert position("retrain", "ci_jobs.remote push") < len(steps) - 1
+    assert steps[-1] == "python -m ci_jobs.retrain pull-request"
+    (entry,) = CONFIG_DATA["workflows"]["retrain"]["jobs"]
+    assert entry["retrain"]["context"] == "github-pr-report"
+    assert entry["retrain"]["filters"] == {"branches": {"only": "main"}}
+    environment = CONFIG_DATA["jobs"]["retrain"]["environment"]
+    assert environment["RETRAIN_REASON"] == "<< pipeline.parameters.retrain-reason >>"
+
+
 def test_nightly_audit_forces_a_rerun_on_a_gpu() -> None:
     audit = commands("nightly-audit")[-1]
     assert "dvc repro --force" in audit and "python -m ci_jobs.audit" in audit
     assert executor_of(CONFIG_DATA, "nightly-audit", {}) == executor_of(CONFIG_DATA, "repro", {})
 
 
-GPU_JOBS = ["repro", "sweep", "nightly-audit"]
+GPU_JOBS = ["repro", "sweep", "nightly-audit", "retrain"]
 
 
 @pytest.mark.parametrize("job", GPU_JOBS)
@@ -212,6 +229,8 @@ def test_the_runner_choice_is_an_enum_of_executors_the_config_has() -> None:
         ("a push", {}, ["pipeline"]),
         ("the nightly schedule", {"nightly": True}, ["nightly"]),
         ("a sweep from the API", {"sweep": "train.epochs=2", "sweep-nodes": 1}, ["sweep"]),
+        ("the retrain schedule", {"retrain": True}, ["retrain"]),
+        ("a retrain from the API", {"retrain": True, "retrain-reason": "drift"}, ["retrain"]),
     ],
 )
 def test_each_trigger_runs_exactly_its_workflow(

@@ -12,33 +12,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from testbed.images import SHAPES, coloured_shapes, save_image, write_class_folders
-from testbed.repo import DvcRepo, commit_all, copy_of_repository, git
+from testbed.images import SHAPES, coloured_shapes, save_image
+from testbed.registry import checked, make_registry, publish_images
+from testbed.repo import DvcRepo, copy_of_repository, git
 
 pytestmark = pytest.mark.slow
 SIZE = 32
 
 
-def checked(repo: DvcRepo, *args: str) -> str:
-    result = repo.dvc(*args)
-    assert result.returncode == 0, f"dvc {' '.join(args)}\n{result.stdout}{result.stderr}"
-    return result.stdout
-
-
 def registry(root: Path) -> DvcRepo:
-    """A data registry: a git + DVC repository holding ``images/<class>/…``, pushed to its own
-    (local) remote, as a team keeps one."""
-    repo = DvcRepo(root)
-    root.mkdir()
-    git(root, "init", "-q")
-    checked(repo, "init", "-q")
-    checked(repo, "remote", "add", "-d", "store", str(root.parent / "registry-store"))
     images, labels = coloured_shapes(20, SIZE, seed=0)
-    write_class_folders(root / "images", images, labels, SHAPES)
-    checked(repo, "add", "images")
-    commit_all(root, "images v1")
-    checked(repo, "push")
-    return repo
+    return make_registry(root, images, labels, SHAPES)
 
 
 def imported_revision(project: DvcRepo) -> str:
@@ -65,9 +49,7 @@ def test_imported_images_are_prepared_and_an_update_reruns_prepare(tmp_path: Pat
 
     changed = source.repo / "images/square/00025.png"
     save_image(changed, coloured_shapes(2, SIZE, seed=5)[0][1])
-    checked(source, "add", "images")
-    commit_all(source.repo, "images v2: one square redrawn")
-    checked(source, "push")
+    publish_images(source, "images v2: one square redrawn")
 
     checked(project, "update", "data/images.dvc")
     assert imported_revision(project) == git(source.repo, "rev-parse", "HEAD").strip()

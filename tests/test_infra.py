@@ -537,11 +537,16 @@ MUTATIONS = [
         "release role accepts the branch token",
         "  ReleaseRole:",
     ),
-    ("s3:prefix: [dvc/*]", "s3:prefix: ['*']", "push role may list outside its prefixes"),
     (
-        "Action: s3:GetObject\n                Resource: !Sub ${Bucket.Arn}/dvc/*",
-        "Action: [s3:GetObject, s3:PutObject]\n                Resource: !Sub ${Bucket.Arn}/dvc/*",
+        "s3:prefix: [dvc/*, releases/*]",
+        "s3:prefix: ['*']",
+        "push role may list outside its prefixes",
+    ),
+    (
+        "Action: s3:GetObject\n                Resource:\n",
+        "Action: [s3:GetObject, s3:PutObject]\n                Resource:\n",
         "read role may s3:PutObject",
+        "  ReadRole:",
     ),
     (
         "                  - s3:PutObject\n                  - s3:AbortMultipartUpload\n"
@@ -563,15 +568,17 @@ MUTATIONS = [
         "push role has a wildcard action",
     ),
     (
-        "Resource: !Sub ${Bucket.Arn}/dvc/*\n\n  ReadRole",
-        'Resource: "*"\n\n  ReadRole',
+        "Resource: !Sub ${Bucket.Arn}/dvc/*\n              - Sid: ReadReleases",
+        'Resource: "*"\n              - Sid: ReadReleases',
         "push role has S3 actions on ['*']",
     ),
     (
         "                Condition:\n                  StringLike:\n"
-        "                    s3:prefix: [dvc/*]\n              - Sid: ReadDvcObjects\n",
-        "              - Sid: ReadDvcObjects\n",
+        "                    s3:prefix: [dvc/*, releases/*]\n"
+        "              - Sid: ReadDvcObjectsAndReleases\n",
+        "              - Sid: ReadDvcObjectsAndReleases\n",
         "read role may list outside its prefixes",
+        "  ReadRole:",
     ),
     (
         "Action: s3:GetObject\n                Resource: !Sub ${Bucket.Arn}/releases/*",

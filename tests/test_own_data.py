@@ -16,7 +16,7 @@ from tests.helpers import readme_commands, saved_model_cli_run
 
 PER_CLASS = 120
 SIZE = 64
-EXPORT = "dist/my-model/1"
+EXPORT = "dist/my-model"
 
 
 @pytest.fixture(scope="module")
