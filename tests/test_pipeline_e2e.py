@@ -7,6 +7,7 @@ stages each kind of change re-runs is tested in test_remote.py, in a clone fed b
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 
 import pytest
@@ -80,3 +81,26 @@ def test_forced_rerun_gives_identical_data_and_models(pipeline: DvcRepo) -> None
     assert "dist/mnist" in pipeline.locked_hashes()
     for stage in ALL_STAGES:
         assert second[stage] == first[stage], stage
+
+
+def test_a_copy_of_the_package_as_champion_reruns_test_and_package_with_no_change(
+    tmp_path_factory: pytest.TempPathFactory, ran_pipeline: RanPipeline, http_mirror: str
+) -> None:
+    """The champion's hash is in dvc.lock: bringing one re-runs `test` (and `package`) only,
+    and the same model as champion passes with change 0; any change to it re-runs `test`."""
+    pipeline = ran_pipeline.copy(tmp_path_factory.mktemp("champion"), MNIST_MIRROR=http_mirror)
+    shutil.copytree(pipeline.repo / "dist/mnist", pipeline.repo / "champion/v1")
+    pipeline.set_params(test={"champion": "champion/v1"})
+    status = pipeline.dvc("status", "test").stdout
+    assert "modified:           champion" in status
+    ran, result = pipeline.repro()
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert ran == ["test", "package"]
+    metrics = yaml.safe_load((pipeline.repo / "metrics/test.json").read_text())
+    assert metrics["champion_accuracy"] == metrics["accuracy"] and metrics["accuracy_change"] == 0
+    locked = yaml.safe_load((pipeline.repo / "dvc.lock").read_text())["stages"]["test"]["deps"]
+    champion = next(dep for dep in locked if dep["path"] == "champion")
+    assert champion["nfiles"] > 0  # the package's files, by hash
+    (pipeline.repo / "champion/v1/assets.extra/model_card.md").write_text("# another card\n")
+    ran, result = pipeline.repro()  # the same scores: test's outputs unchanged, package not re-run
+    assert result.returncode == 0 and ran == ["test"]
