@@ -281,7 +281,8 @@ def assert_rendered_offline(
     for chart_id, chart in charts.found.items():
         assert "vega-embed" in chart["class"], chart_id
         assert chart["svgs"] == 1, chart_id
-        if chart_id == "plots_confusion_json":  # >= 10 cells (the diagonal) per revision
+        if chart_id in ("plots_confusion_json", "plots_class_recall_json"):
+            # >= 10 cells (the diagonal), or a bar per class, per revision
             assert chart["cells"] >= 10 * revisions, chart
         else:  # a curve per revision (2 epochs: 2 points)
             assert chart["lines"] >= revisions, chart
@@ -299,7 +300,8 @@ def test_plots_show_renders_offline(plotted: DvcRepo, chromium: Path, tmp_path: 
     page = plotted.repo / "dvc_plots/index.html"
     assert page.as_uri() in result.stdout
     plots = declared_plots(plotted)
-    assert sorted(plots.values()).count("vega") == 5  # 4 DVCLive curves + the confusion matrix
+    # 4 DVCLive curves, the confusion matrix, each class's recall beside the champion's
+    assert sorted(plots.values()).count("vega") == 6
     assert plots["plots/worst_misclassified.png"] == "image"
     dom, requests, shot = render(chromium, page, tmp_path / "show")
     assert_rendered_offline(page, dom, requests, shot, plots, revisions=1)
