@@ -35,19 +35,17 @@ from pathlib import Path
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ci_jobs.bucket import BucketError, dvc_bucket, s3_client
+from ci_jobs.main_lock import git
 from classifier.errors import StageError
-from classifier.model_card import released
+from classifier.model_card import CARD_DIR, CARD_JSON, CARD_MARKDOWN, released
 from classifier.params import load_params
 from classifier.paths import Paths
-from classifier.savedmodel import CARD_DIR
 from serving.layout import parse_version
 from serving.manifest import NAME as MANIFEST
 from serving.manifest import describe_bytes, release_prefix, render
 
 CLAIM = "fingerprint.pb"  # uploaded first: whoever writes it first owns the version
 LAST = "saved_model.pb"  # what makes a folder a SavedModel: the last of the version's own files
-CARD = f"{CARD_DIR}/model_card.json"
-CARD_TEXT = f"{CARD_DIR}/model_card.md"
 LOCK_COPY = f"{CARD_DIR}/dvc.lock"
 MAX_ATTEMPTS = 20  # versions tried when others keep taking the next number
 
@@ -79,7 +77,7 @@ def package_files(directory: Path) -> dict[str, bytes]:
         for path in sorted(directory.rglob("*"))
         if path.is_file()
     }
-    for required in (LAST, CLAIM, CARD):
+    for required in (LAST, CLAIM, CARD_JSON):
         if required not in files:
             raise Refusal(f"{directory} holds no {required}; run `dvc repro` (package) first")
     if MANIFEST in files or LOCK_COPY in files:
@@ -96,12 +94,12 @@ def release_files(package: dict[str, bytes], version: int, commit: str, lock: by
         "dvc_lock_sha256": hashlib.sha256(lock).hexdigest(),
     }
     try:
-        card, text = released(package[CARD], package.get(CARD_TEXT, b""), release)
+        card, text = released(package[CARD_JSON], package.get(CARD_MARKDOWN, b""), release)
     except (ValueError, KeyError) as error:
         raise Refusal(
             f"the package's model card cannot take the release ({error}); run `dvc repro`"
         ) from None
-    return {**package, CARD: card, CARD_TEXT: text, LOCK_COPY: lock}
+    return {**package, CARD_JSON: card, CARD_MARKDOWN: text, LOCK_COPY: lock}
 
 
 def versions_in_bucket(s3, bucket: str, model: str) -> dict[int, dict[str, str]]:
@@ -176,7 +174,9 @@ def publish(
     version = choose_version(versions, md5(package[CLAIM]))
     for _ in range(MAX_ATTEMPTS):
         files = release_files(package, version, commit, lock)
-        provenance = {k: v for k, v in json.loads(files[CARD])["release"].items() if k != "version"}
+        provenance = {
+            k: v for k, v in json.loads(files[CARD_JSON])["release"].items() if k != "version"
+        }
         manifest = render(model, version, describe_bytes(files), provenance)
         prefix = f"{release_prefix(model)}{version}/"
         try:
@@ -196,12 +196,7 @@ def git_commit() -> str:
     if commit := os.environ.get("CIRCLE_SHA1"):
         return commit
     try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"],  # noqa: S607 (the git on PATH, as the checkout step uses)
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        return git("rev-parse", "HEAD")
     except (OSError, subprocess.CalledProcessError):
         raise Refusal(
             "no git commit to record: run the release in the repository's checkout (or set"

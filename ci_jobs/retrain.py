@@ -35,11 +35,11 @@ import yaml
 from ci_jobs import champion, retrain_report
 from ci_jobs.main_lock import git
 from ci_jobs.pr_report import TOKEN_ENV, GitHub, ReportSkipped, repository_of
-from classifier.champion import CARD, release_dir
+from classifier.champion import release_dir
 from classifier.errors import StageError
+from classifier.model_card import CARD_JSON
 from classifier.params import PARAMS_FILE, load_params
 from classifier.paths import Paths
-from classifier.savedmodel import CARD_DIR
 
 STATE = Path("retrain.json")
 BRANCH_PREFIX = "retrain/"
@@ -131,7 +131,7 @@ def champion_dataset(setting: int | str, model_name: str, paths: Paths) -> dict 
         if isinstance(setting, int)
         else paths.root / setting
     )
-    return read_json(folder / CARD_DIR / CARD, "bring the champion first").get("dataset")
+    return read_json(folder / CARD_JSON, "bring the champion first").get("dataset")
 
 
 def report(state: dict, paths: Paths) -> tuple[str, str, bool]:

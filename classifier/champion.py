@@ -24,12 +24,11 @@ import numpy as np
 
 from classifier.dataset import Dataset
 from classifier.errors import StageError
+from classifier.model_card import CARD_JSON
 from classifier.paths import Paths
-from classifier.savedmodel import CARD_DIR, LOAD_ERRORS, SIGNATURE, error_gist
 from serving.manifest import NAME as MANIFEST
 from serving.manifest import ManifestError, digest, file_chunks, parse
 
-CARD = "model_card.json"
 FETCH = "python -m ci_jobs.champion"
 
 
@@ -83,7 +82,7 @@ def verify_release(directory: Path, model_name: str, version: int) -> None:
 
 def read_card(directory: Path, source: str) -> dict:
     try:
-        return json.loads((directory / CARD_DIR / CARD).read_text())
+        return json.loads((directory / CARD_JSON).read_text())
     except FileNotFoundError:
         if not directory.is_dir():
             raise StageError(
@@ -92,11 +91,11 @@ def read_card(directory: Path, source: str) -> dict:
                 " '' for none"
             ) from None
         raise StageError(
-            f"test.champion {source} holds no {CARD_DIR}/{CARD}: it is not a package this"
+            f"test.champion {source} holds no {CARD_JSON}: it is not a package this"
             " pipeline made; point it at one (e.g. a copy of dist/<model_name>)"
         ) from None
     except ValueError as error:
-        raise StageError(f"{directory / CARD_DIR / CARD} is not JSON ({error})") from None
+        raise StageError(f"{directory / CARD_JSON} is not JSON ({error})") from None
 
 
 def check_comparable(champion: Champion, dataset: Dataset) -> None:
@@ -134,6 +133,8 @@ def resolve(setting: int | str, model_name: str, paths: Paths) -> Champion | Non
 def champion_probabilities(champion: Champion, batches: Iterable[np.ndarray]) -> np.ndarray:
     """The champion's probabilities for each image, through its own serving signature."""
     import tensorflow as tf
+
+    from classifier.savedmodel import LOAD_ERRORS, SIGNATURE, error_gist
 
     try:
         signature = tf.saved_model.load(str(champion.directory)).signatures[SIGNATURE]

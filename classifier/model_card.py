@@ -15,6 +15,9 @@ from classifier.dataset import Dataset
 from classifier.files import to_json
 from classifier.params import Params
 
+CARD_DIR = "assets.extra"  # the SavedModel's folder for files beside the graph, not part of it
+CARD_JSON = f"{CARD_DIR}/model_card.json"
+CARD_MARKDOWN = f"{CARD_DIR}/model_card.md"
 LIBRARIES = ("tensorflow", "keras", "numpy", "dvc", "dvclive")
 
 

@@ -26,7 +26,6 @@ LOAD_ERRORS = (tf.errors.OpError, OSError, RuntimeError, KeyError, ValueError)
 SERVING_TAG = "serve"  # the MetaGraph TensorFlow Serving loads (tf.saved_model.SERVING)
 SIGNATURE = "serving_default"
 INPUT = "images"
-CARD_DIR = "assets.extra"  # the model card, beside the model
 PREDICT_BATCH = 1000  # images per inference call: bounds the memory predicting takes
 
 

@@ -34,11 +34,11 @@ from pathlib import Path
 import numpy as np
 
 from classifier.errors import StageError, run_stage
+from classifier.model_card import CARD_JSON
 from serving.manifest import NAME as MANIFEST
 from serving.signature import describe_signature
 
 SIGNATURE = "serving_default"
-CARD = "assets.extra/model_card.json"
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def read_package(directory: Path) -> Expected:
     """The version, signature and labelled sample of a released package folder."""
     try:
         version = json.loads((directory / MANIFEST).read_text())["version"]
-        card = json.loads((directory / CARD).read_text())
+        card = json.loads((directory / CARD_JSON).read_text())
         sample = directory / card["sample"]["folder"]
         images = np.load(sample / "images.npy", allow_pickle=False)
         labels = np.load(sample / "labels.npy", allow_pickle=False)

@@ -22,10 +22,9 @@ from classifier.errors import StageError, run_stage
 from classifier.export import export_savedmodel, serving_signature, verify_export
 from classifier.files import atomic_path, file_md5, save_arrays, to_json
 from classifier.model import load_model
-from classifier.model_card import card_markdown, model_card
+from classifier.model_card import CARD_DIR, CARD_JSON, CARD_MARKDOWN, card_markdown, model_card
 from classifier.params import Params, load_params
 from classifier.paths import Paths
-from classifier.savedmodel import CARD_DIR
 
 VERIFY_EXAMPLES = 10_000  # the first test images, run through both loaders and compared
 SAMPLE_IMAGES = 300  # the first test images (a random sample: shards are in seeded-hash order)
@@ -86,8 +85,8 @@ def package(params: Params, paths: Paths) -> Path:
             serving_signature(staged),
             sample,
         )
-        (staged / CARD_DIR / "model_card.json").write_text(to_json(card))
-        (staged / CARD_DIR / "model_card.md").write_text(card_markdown(card))
+        (staged / CARD_JSON).write_text(to_json(card))
+        (staged / CARD_MARKDOWN).write_text(card_markdown(card))
     return target
 
 

@@ -21,15 +21,16 @@ import numpy as np
 from classifier.dataset import border_brightness
 from classifier.errors import StageError, run_stage
 from classifier.folder import read_image
+from classifier.model_card import CARD_JSON
 from classifier.params import PARAMS_FILE, load_params
 from classifier.paths import Paths
-from classifier.savedmodel import CARD_DIR, predict_with_export
+from classifier.savedmodel import predict_with_export
 
 
 def trained_on(model_dir: Path) -> dict:
     """The dataset the package was trained on, from its model card."""
     try:
-        return json.loads((model_dir / CARD_DIR / "model_card.json").read_text())["dataset"]
+        return json.loads((model_dir / CARD_JSON).read_text())["dataset"]
     except (FileNotFoundError, KeyError, ValueError):
         raise StageError(
             f"{model_dir} has no model card describing its dataset; package it again with"
