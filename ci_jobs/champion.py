@@ -1,6 +1,7 @@
 """Bring the champion, a release of the bucket, into ``champion/``, where ``test`` compares it.
 
     python -m ci_jobs.champion                    # the release test.champion names, if missing
+    python -m ci_jobs.champion --release stable   # the release in production becomes champion
     python -m ci_jobs.champion --release latest   # the newest release becomes the champion
     python -m ci_jobs.champion --release 3        # release 3 becomes the champion
 
@@ -10,8 +11,10 @@ The release ``N`` of ``package.model_name`` is downloaded from
 (``serving.fetch``, as a serving host does), then renamed into place; other releases of the model
 in ``champion/`` are removed, since the whole folder is ``test``'s dependency. With
 ``--release``, ``test.champion`` in params.yaml is set to ``N`` (comments kept), so the choice is
-committed and reaches ``dvc.lock`` by hash. ``latest`` with nothing released yet changes nothing:
-the gate stays absolute, as TFX skips its comparison on a first run. Credentials: the standard AWS
+committed and reaches ``dvc.lock`` by hash. ``stable`` is the release the serving hosts label
+stable (``labels/<model_name>.json``, which ``serving.sync`` publishes; before any host did, the
+newest release). Nothing released yet changes nothing: the gate stays absolute, as TFX skips its
+comparison on a first run. Credentials: the standard AWS
 chain (CI: the push or read role, which may read releases/).
 """
 
@@ -31,21 +34,26 @@ from classifier.champion import release_dir, verify_release
 from classifier.errors import StageError
 from classifier.params import PARAMS_FILE, load_params
 from classifier.paths import Paths
-from serving import Refused
+from serving import Refused, published_labels
 from serving.fetch import download, listing
 from serving.layout import parse_version
 from serving.manifest import NAME as MANIFEST
 
 
-def wanted_release(requested: str | None, setting: int | str, published: list[int]) -> int | None:
-    """The release to bring: the one asked for, else the one ``test.champion`` names, else none."""
+def wanted_release(
+    requested: str | None, setting: int | str, published: list[int], stable: int | None
+) -> int | None:
+    """The release to bring: the one asked for (``stable``: what the serving hosts label stable,
+    before any host published labels the newest release), else the one ``test.champion`` names."""
     if requested is None:
         return setting if isinstance(setting, int) else None
-    if requested == "latest":
+    if requested == "latest" or (requested == "stable" and stable is None):
         return max(published, default=None)
+    if requested == "stable":
+        return stable
     version = parse_version(requested)
     if version is None:
-        raise StageError(f"--release {requested!r} is neither 'latest' nor a version number")
+        raise StageError(f"--release {requested!r} is not stable, latest or a version number")
     return version
 
 
@@ -94,7 +102,7 @@ def set_champion(params_file: Path, version: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ci_jobs.champion", description=__doc__)
-    parser.add_argument("--release", help="'latest' or a version number; sets test.champion")
+    parser.add_argument("--release", help="stable, latest or a version number; sets test.champion")
     args = parser.parse_args(argv)
     paths = Paths()
     try:
@@ -107,7 +115,15 @@ def main(argv: list[str] | None = None) -> int:
         s3 = s3_client(bucket)
         versions = listing(s3, bucket.name, model)
         published = sorted(v for v, objects in versions.items() if MANIFEST in objects)
-        version = wanted_release(args.release, params.test.champion, published)
+        stable = None
+        if args.release == "stable":
+            stable = published_labels.stable_version(s3, bucket.name, model)
+            if stable is None:
+                print(
+                    f"champion: no serving host published {model}'s labels yet"
+                    f" ({published_labels.key(model)}): the newest release stands for stable"
+                )
+        version = wanted_release(args.release, params.test.champion, published, stable)
         if version is None:
             print(
                 f"champion: s3://{bucket.name}/releases/{model}/ holds no release yet: no champion,"
@@ -123,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         removed = remove_others(paths, model, version)
         if args.release is not None:
             set_champion(PARAMS_FILE, version)
-    except (StageError, BucketError, Refused) as error:
+    except (StageError, BucketError, Refused, published_labels.LabelsError) as error:
         print(f"champion: error: {error}", file=sys.stderr)
         return 1
     except (BotoCoreError, ClientError) as error:

@@ -6,8 +6,8 @@
     python -m ci_jobs.retrain pull-request   # branch + pull request with the report
 
 ``update`` runs ``dvc update`` (through ``ci_jobs.remote dvc``, stopped at a tampered object) on
-every ``.dvc`` file that imports from a data registry (``dvc import``), then makes the newest
-release the champion (``ci_jobs.champion --release latest``), and records what moved in
+every ``.dvc`` file that imports from a data registry (``dvc import``), then makes the release in
+production the champion (``ci_jobs.champion --release stable``), and records what moved in
 ``retrain.json``. New data is an import whose locked revision moved; a new champion alone is not
 (the same data would train the same model).
 
@@ -84,7 +84,7 @@ def update() -> dict:
         for path in sorted(before)
         if before[path].get("rev_lock") != after[path].get("rev_lock")
     ]
-    if champion.main(["--release", "latest"]):
+    if champion.main(["--release", "stable"]):
         raise StageError("the champion could not be brought (above)")
     state = {
         "updated": updated,

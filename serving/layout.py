@@ -4,6 +4,7 @@
       1/  2/  ...                verified versions, each with its MANIFEST.json
       models.config              TF Serving's --model_config_file, rewritten whole, atomically
       labels.json                stable, canary, earlier stables: what the config's labels say
+      .labels.published          sha256 of the labels last published to the bucket (labels/)
       .incoming-<v>-<random>/    a version being downloaded; a sync killed there leaves it behind,
                                  the next sync removes it
       .retired-<v>-<random>/     a version being removed (renamed out of sight first); likewise

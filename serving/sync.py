@@ -18,7 +18,9 @@ A version is removed from the host only when it is no longer published (releases
 deleted from the bucket, so only a deliberate retraction does this) and no label points at it:
 the host serves what the bucket publishes, and never drops a version clients are sent to.
 Then the model config file is written: every version on the host, with the labels of
-``serving.labels`` (the first time: the highest version is stable).
+``serving.labels`` (the first time: the highest version is stable), and the labels are published
+to the bucket when they changed (``serving/published_labels.py``: how CI learns which release is
+in production).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from classifier.errors import StageError, run_stage
 from classifier.files import fsync
-from serving import Refused, labels
+from serving import Refused, labels, published_labels
 from serving.fetch import download, listing
 from serving.layout import Host
 from serving.load_check import check_loads
@@ -149,13 +151,34 @@ def main(argv: list[str] | None = None) -> None:
     if not args.bucket:
         raise StageError("no bucket: pass --bucket or set SERVING_BUCKET")
     host = Host(args.base_path.absolute())
-    failed = sync(s3_client(args.endpoint), args.bucket, host)
+    s3 = s3_client(args.endpoint)
+    failed = sync(s3, args.bucket, host)
+    current = labels.load(host)
+    published = publish_labels(s3, args.bucket, host, current)
     print(
         f"sync: {host.base} serves versions {', '.join(map(str, host.versions())) or 'none'};"
-        f" {labels.load(host).describe()}"
+        f" {current.describe()}"
     )
-    if failed:
+    if failed or not published:
         raise SystemExit(1)
+
+
+def publish_labels(s3, bucket: str, host: Host, current: labels.Labels) -> bool:
+    """Tell the bucket which versions this host labels (CI's champion); False if it failed."""
+    if current.stable is None:
+        return True  # nothing served yet: nothing to say
+    where = f"s3://{bucket}/{published_labels.key(host.model)}"
+    try:
+        if published_labels.publish(s3, bucket, host, current):
+            print(f"sync: labels published to {where}: {current.describe()}")
+    except (BotoCoreError, ClientError) as error:
+        print(
+            f"sync: error: the labels were not published to {where} ({error}); the serving role"
+            " must be allowed to write labels/ (infra/README.md); versions are served as synced",
+            file=sys.stderr,
+        )
+        return False
+    return True
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ manifest) and named in params.yaml, against the S3 test bed with the CI read rol
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -141,3 +142,25 @@ def test_no_release_champion_needs_no_bucket(project) -> None:
         0,
         "champion: test.champion is '': no release to bring\n",
     )
+
+
+def test_stable_is_the_release_the_serving_hosts_label_stable(
+    project, bed: SeaweedFS, oidc_issuer, tmp_path: Path
+) -> None:
+    """Not the newest: production may have rolled back, or not promoted the newest yet."""
+    repo, env = project
+    versions = [publish(bed, oidc_issuer, tmp_path, weights) for weights in ("D", "E")]
+    before = champion(repo, env, "--release", "stable")  # no host published labels yet
+    assert before.returncode == 0, before.stderr
+    assert before.stdout.startswith(
+        "champion: no serving host published mnist's labels yet (labels/mnist.json): the newest"
+        " release stands for stable\n"
+    )
+    assert f"test.champion is {max(versions)}" in before.stdout
+    host = role_client(bed.endpoint, oidc_issuer.mint(), PUSH_ROLE, "pytest-serving-host")
+    labels = {"model": "mnist", "stable": versions[0], "canary": versions[1]}
+    host.put_object(Bucket=BUCKET, Key="labels/mnist.json", Body=json.dumps(labels).encode())
+    brought = champion(repo, env, "--release", "stable")
+    assert brought.returncode == 0, brought.stderr
+    assert brought.stdout.endswith(f"; test.champion is {versions[0]}\n")
+    assert load_params(repo.repo / "params.yaml").test.champion == versions[0]

@@ -223,14 +223,15 @@ EVERY_BRANCH = {"main", "branch", "tag"}
 EXPECTED_TRUST = {"push": MAIN_ONLY, "read": EVERY_BRANCH, "release": MAIN_ONLY, "serving": set()}
 # What each role may list (s3:prefix) and read (s3:GetObject), exactly.
 LISTS = {
-    "push": ["dvc/*", "releases/*"],  # releases/: the champion the retrain job brings
-    "read": ["dvc/*", "releases/*"],
+    "push": ["dvc/*", "releases/*", "labels/*"],  # releases/, labels/: the champion
+    "read": ["dvc/*", "releases/*", "labels/*"],
     "release": ["dvc/*", "releases/*"],
     "serving": ["releases/*"],
 }
 READS = {
     role: [f"{BUCKET_ARN}/{prefix}" for prefix in prefixes] for role, prefixes in LISTS.items()
 }
+LABELS = f"{BUCKET_ARN}/labels/*"  # which release the hosts label stable: the champion
 SERVING_TRUST = [
     {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
 ]
@@ -372,7 +373,7 @@ def permission_problems(rendered: dict) -> list[str]:
             "push": [f"{BUCKET_ARN}/dvc/*"],
             "read": [],
             "release": [f"{BUCKET_ARN}/releases/*"],
-            "serving": [],
+            "serving": [LABELS],  # serving.sync publishes the host's labels
         }[role]
         if sorted(puts) != wanted_puts:
             problems.append(f"{role} role may s3:PutObject on {puts}, not only {wanted_puts}")
@@ -538,7 +539,7 @@ MUTATIONS = [
         "  ReleaseRole:",
     ),
     (
-        "s3:prefix: [dvc/*, releases/*]",
+        "s3:prefix: [dvc/*, releases/*, labels/*]",
         "s3:prefix: ['*']",
         "push role may list outside its prefixes",
     ),
@@ -574,7 +575,7 @@ MUTATIONS = [
     ),
     (
         "                Condition:\n                  StringLike:\n"
-        "                    s3:prefix: [dvc/*, releases/*]\n"
+        "                    s3:prefix: [dvc/*, releases/*, labels/*]\n"
         "              - Sid: ReadDvcObjectsAndReleases\n",
         "              - Sid: ReadDvcObjectsAndReleases\n",
         "read role may list outside its prefixes",
@@ -829,8 +830,9 @@ def test_each_role_is_held_to_its_prefixes(template_bed, oidc_issuer) -> None:
 
 
 def test_the_serving_role_reads_releases_and_nothing_else(template_bed, oidc_issuer) -> None:
-    """What a TensorFlow Serving host may do with the serving role (python -m serving.sync)."""
-    from testbed.s3 import BUCKET, PUSH_ROLE
+    """What a TensorFlow Serving host may do with the serving role (python -m serving.sync):
+    read releases/, and publish its labels under labels/ (which CI reads, to find the champion)."""
+    from testbed.s3 import BUCKET, PUSH_ROLE, READ_ROLE
 
     release = s3_session(template_bed, oidc_issuer, BED_RELEASE_ROLE)
     release.put_object(Bucket=BUCKET, Key="releases/mnist/7/saved_model.pb", Body=b"release")
@@ -850,3 +852,10 @@ def test_the_serving_role_reads_releases_and_nothing_else(template_bed, oidc_iss
     assert refused(serving.list_objects_v2, Prefix="dvc/")
     assert refused(serving.list_objects_v2)  # no prefix: the whole bucket
     assert refused(serving.put_object, Key="elsewhere", Body=b"x")
+    serving.put_object(Bucket=BUCKET, Key="labels/mnist.json", Body=b'{"stable": 7}')
+    serving.put_object(Bucket=BUCKET, Key="labels/mnist.json", Body=b'{"stable": 6}')  # rollback
+    assert refused(serving.delete_object, Key="labels/mnist.json")
+    read = s3_session(template_bed, oidc_issuer, READ_ROLE, ref="refs/heads/feature")
+    labels = read.get_object(Bucket=BUCKET, Key="labels/mnist.json")["Body"].read()
+    assert labels == b'{"stable": 6}'
+    assert refused(read.put_object, Key="labels/mnist.json", Body=b"{}")

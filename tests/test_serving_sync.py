@@ -192,8 +192,11 @@ def test_two_releases_are_synced_verified_and_labelled(
     assert out == [
         "sync: version 1: 7 files verified and loaded; in place",
         "sync: version 2: 7 files verified and loaded; in place",
+        f"sync: labels published to s3://{BUCKET}/labels/digits.json: stable 2, canary none",
         f"sync: {host.base} serves versions 1, 2; stable 2, canary none",
     ]
+    published = admin.get_object(Bucket=BUCKET, Key="labels/digits.json")["Body"].read()
+    assert json.loads(published) == {"model": "digits", "stable": 2, "canary": None}
     for version, package in ((1, first), (2, second)):
         manifest = admin.get_object(Bucket=BUCKET, Key=f"releases/digits/{version}/MANIFEST.json")
         assert sha256_tree(host.version_dir(version)) == {
@@ -204,6 +207,7 @@ def test_two_releases_are_synced_verified_and_labelled(
     assert sha256_tree(first) != sha256_tree(second)
     assert sorted(path.name for path in host.base.iterdir()) == [
         ".labels.lock",
+        ".labels.published",
         ".sync.lock",
         "1",
         "2",
@@ -225,7 +229,10 @@ def test_two_releases_are_synced_verified_and_labelled(
     assert served(host) == ([1, 2, 3], {"stable": 2})  # the labels survive the sync
     assert label(host, capsys, "canary", "3") == 0
     assert served(host) == ([1, 2, 3], {"stable": 2, "canary": 3})
-    assert run_sync(host)[0] == 0
+    code, out, _ = run_sync(host)
+    assert code == 0 and out[0].startswith("sync: labels published to ")  # the canary moved
+    published = admin.get_object(Bucket=BUCKET, Key="labels/digits.json")["Body"].read()
+    assert json.loads(published) == {"model": "digits", "stable": 2, "canary": 3}
     assert served(host) == ([1, 2, 3], {"stable": 2, "canary": 3})
     assert label(host, capsys, "promote") == 0
     assert served(host) == ([1, 2, 3], {"stable": 3})
