@@ -27,7 +27,7 @@ from ci_jobs import release
 from classifier.errors import StageError, run_stage
 from serving import labels, sync
 from serving.layout import Host
-from testbed.s3 import BUCKET, PUSH_ROLE, RELEASE_ROLE, SeaweedFS, iam_config
+from testbed.s3 import BUCKET, PUSH_ROLE, READ_ROLE, RELEASE_ROLE, SeaweedFS, iam_config
 from tests.helpers import write_unreleased_card
 from tests.test_infra import BED_SERVING_ROLE, bed_role, s3_session, template_policy
 from tests.tf_serving_config import parse_config
@@ -489,3 +489,28 @@ def test_a_sync_started_while_another_runs_changes_nothing(tmp_path: Path) -> No
         " let that one finish"
     )
     assert stale.is_dir()  # the running sync's download is left alone
+
+
+def test_labels_the_role_may_not_publish_fail_the_sync_in_one_line_versions_still_served(
+    publish, run_sync, savedmodels: list[Path], tmp_path: Path, monkeypatch
+) -> None:
+    """A host whose role cannot write labels/ (the CI read role here): the versions are synced
+    and served, the sync exits 1 saying why, and publishes at the next sync that can."""
+    publish("unlabelled", 1, savedmodels[0])
+    host = Host(tmp_path / "models" / "unlabelled")
+    monkeypatch.setenv("AWS_ROLE_ARN", READ_ROLE)
+    code, out, err = run_sync(host)
+    assert code == 1 and host.versions() == [1]
+    assert out[-1] == f"sync: {host.base} serves versions 1; stable 1, canary none"
+    (line,) = err
+    assert line.startswith(
+        f"sync: error: the labels were not published to s3://{BUCKET}/labels/unlabelled.json ("
+    )
+    assert line.endswith(
+        "); the serving role must be allowed to write labels/ (infra/README.md); versions are"
+        " served as synced"
+    )
+    assert not (host.base / ".labels.published").exists()
+    monkeypatch.setenv("AWS_ROLE_ARN", BED_SERVING_ROLE)
+    code, out, _ = run_sync(host)
+    assert code == 0 and out[0].startswith("sync: labels published to ")
