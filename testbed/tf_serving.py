@@ -144,7 +144,10 @@ class FakeTensorFlowServing:
         if match["tail"] == ":predict":
             if method != "POST":
                 return 405, {"error": "Method not allowed"}
-            request = json.loads(body)
+            try:
+                request = json.loads(body)
+            except ValueError as error:
+                return 400, {"error": f"JSON Parse error: {error}"}
             version = max(versions)
             signature = request.get("signature_name", "serving_default")
             try:

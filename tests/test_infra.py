@@ -232,6 +232,7 @@ READS = {
     role: [f"{BUCKET_ARN}/{prefix}" for prefix in prefixes] for role, prefixes in LISTS.items()
 }
 LABELS = f"{BUCKET_ARN}/labels/*"  # which release the hosts label stable: the champion
+MONITORING = f"{BUCKET_ARN}/monitoring/*"  # captured requests, write-once
 SERVING_TRUST = [
     {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
 ]
@@ -310,6 +311,8 @@ def bucket_policy_problems(rendered: dict) -> list[str]:
         problems.append("a release can be overwritten (no If-None-Match deny on releases/)")
     if not (denies("s3:DeleteObject", releases) and denies("s3:DeleteObjectVersion", releases)):
         problems.append("a release can be deleted")
+    if not denies("s3:PutObject", MONITORING, unconditional_put):
+        problems.append("a capture can be overwritten (no If-None-Match deny on monitoring/)")
     return problems
 
 
@@ -373,7 +376,7 @@ def permission_problems(rendered: dict) -> list[str]:
             "push": [f"{BUCKET_ARN}/dvc/*"],
             "read": [],
             "release": [f"{BUCKET_ARN}/releases/*"],
-            "serving": [LABELS],  # serving.sync publishes the host's labels
+            "serving": [LABELS, MONITORING],  # the host's labels; the gateway's captures
         }[role]
         if sorted(puts) != wanted_puts:
             problems.append(f"{role} role may s3:PutObject on {puts}, not only {wanted_puts}")
@@ -489,6 +492,16 @@ def test_the_dvc_remote_prefix_matches_dvc_config() -> None:
 
 # Each mutation removes or weakens one property; the checks must name what went wrong.
 MUTATIONS = [
+    (
+        "Resource: !Sub ${Bucket.Arn}/monitoring/*\n            Condition:",
+        "Resource: !Sub ${Bucket.Arn}/elsewhere/*\n            Condition:",
+        "a capture can be overwritten",
+    ),
+    (
+        "Resource: !Sub ${Bucket.Arn}/monitoring/*\n              - Sid: ListReleasesPrefix",
+        "Resource: !Sub ${Bucket.Arn}/*\n              - Sid: ListReleasesPrefix",
+        "serving role may s3:PutObject",
+    ),
     (
         "Status: Enabled\n      BucketEncryption",
         "Status: Suspended\n      BucketEncryption",
@@ -852,6 +865,9 @@ def test_the_serving_role_reads_releases_and_nothing_else(template_bed, oidc_iss
     assert refused(serving.list_objects_v2, Prefix="dvc/")
     assert refused(serving.list_objects_v2)  # no prefix: the whole bucket
     assert refused(serving.put_object, Key="elsewhere", Body=b"x")
+    capture = "monitoring/mnist/2026-12-07/capture-20261207T080000-1-000001.jsonl.gz"
+    serving.put_object(Bucket=BUCKET, Key=capture, Body=b"gzip", IfNoneMatch="*")
+    assert refused(serving.get_object, Key=capture)  # adds captures, never reads them back
     serving.put_object(Bucket=BUCKET, Key="labels/mnist.json", Body=b'{"stable": 7}')
     serving.put_object(Bucket=BUCKET, Key="labels/mnist.json", Body=b'{"stable": 6}')  # rollback
     assert refused(serving.delete_object, Key="labels/mnist.json")

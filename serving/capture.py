@@ -1,0 +1,129 @@
+"""Captured requests on the gateway's disk: gzip-compressed JSON lines, rotated, bounded.
+
+One record per captured predict request (``serving/gateway.py`` chooses which, at its sample
+rate)::
+
+    {"time": "2026-12-07T08:00:00.123Z", "model": "mnist", "label": "stable", "version": 3,
+     "status": 200, "latency_ms": 4.2,
+     "instances": [[[[0], ...]]],                      # the request's images, as sent
+     "predictions": [{"class_index": 7, "class_name": "7", "confidence": 0.998}, ...]}
+
+Records go to ``<dir>/open/capture-<start>-<pid>-<n>.jsonl.gz`` (the gateway keeps one ``<dir>``
+per model, ``<capture-dir>/<model>/``); a file is closed after
+``max_records`` records or ``max_age_s`` seconds and moved to ``<dir>/closed/`` (what an uploader
+takes, then deletes). The folder never holds more than ``max_bytes``: a record that would pass it
+is dropped and counted, as is any record whose write fails (disk full, permissions): capture is
+a courtesy to the monitor, never a reason to fail or slow a request. After a failed write the
+file is closed and a new one started with the next record, so capturing resumes by itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+OPEN, CLOSED = "open", "closed"
+SUFFIX = ".jsonl.gz"
+
+
+@dataclass
+class CaptureFiles:
+    """The writer of one gateway process; not thread-safe (the gateway writes from one task)."""
+
+    directory: Path
+    max_bytes: int  # for everything under budget_root (default: directory)
+    max_records: int = 1000
+    max_age_s: float = 300.0
+    clock: Callable[[], float] = time.time
+    on_drop: Callable[[str], None] = lambda reason: None
+    budget_root: Path | None = None  # the folder the budget counts: one model's, or all models'
+    _file: gzip.GzipFile | None = field(default=None, repr=False)
+    _path: Path | None = field(default=None, repr=False)
+    _records: int = 0
+    _opened_at: float = 0.0
+    _sequence: int = 0  # files this process opened: part of each name, which never repeats
+
+    def __post_init__(self) -> None:
+        for name in (OPEN, CLOSED):
+            (self.directory / name).mkdir(parents=True, exist_ok=True)
+        for stale in (self.directory / OPEN).glob(f"*{SUFFIX}"):  # a previous process's: finished
+            self._move_to_closed(stale)
+
+    def used_bytes(self) -> int:
+        root = self.budget_root or self.directory
+        return sum(path.stat().st_size for path in root.rglob(f"*{SUFFIX}") if path.is_file())
+
+    def write(self, record: dict) -> bool:
+        """Append one record; False (and ``on_drop`` told why) if it was not kept."""
+        line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+        if self.used_bytes() + len(line) > self.max_bytes:
+            self.on_drop("disk_budget")
+            return False
+        try:
+            if self._file is None or self._due():
+                self.close()
+                self._open()
+            self._file.write(line)
+            self._file.flush()
+            self._records += 1
+        except OSError:
+            self.on_drop("write_failed")
+            self._abandon()
+            return False
+        return True
+
+    def close(self) -> Path | None:
+        """Close the open file and move it to ``closed/``; its new path."""
+        if self._file is None:
+            return None
+        path = self._path
+        try:
+            self._file.close()
+        except OSError:
+            self.on_drop("write_failed")
+        self._file, self._path, self._records = None, None, 0
+        return self._move_to_closed(path)
+
+    def closed_files(self) -> list[Path]:
+        return sorted((self.directory / CLOSED).glob(f"*{SUFFIX}"))
+
+    def _due(self) -> bool:
+        return self._records >= self.max_records or self.clock() - self._opened_at >= self.max_age_s
+
+    def _open(self) -> None:
+        now = self.clock()
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
+        self._sequence += 1
+        name = f"capture-{stamp}-{os.getpid()}-{self._sequence:06d}{SUFFIX}"
+        self._path = self.directory / OPEN / name
+        self._file = gzip.GzipFile(self._path, "wb", mtime=0)
+        self._opened_at = now
+
+    def _abandon(self) -> None:
+        """After a failed write: drop the broken file's handle; what it holds stays readable
+        up to its last complete gzip member, and it is closed like any other."""
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+        path = self._path
+        self._file, self._path, self._records = None, None, 0
+        if path is not None and path.exists():
+            with contextlib.suppress(OSError):
+                self._move_to_closed(path)
+
+    def _move_to_closed(self, path: Path) -> Path:
+        target = self.directory / CLOSED / path.name
+        os.replace(path, target)
+        return target
+
+
+def read_records(path: Path) -> list[dict]:
+    """Every record of a closed capture file (the format above)."""
+    with gzip.open(path, "rt", encoding="utf-8") as lines:
+        return [json.loads(line) for line in lines if line.strip()]
