@@ -89,13 +89,13 @@ def measure(requests: int) -> dict:
     }
 
 
-def write_report(results: dict, requests: int, load: float) -> None:
+def write_report(results: dict, requests: int, load: float, report: Path) -> None:
     rows = "\n".join(
         f"| {name} | {p50:.2f} | {p99:.2f} | {results['mean_ms'][name]:.2f} |"
         for name, (p50, p99) in results["latency_ms"].items()
     )
     direct = results["latency_ms"]["direct"][0]
-    REPORT.write_text(
+    report.write_text(
         f"""# The gateway's cost per request
 
 `.venv/bin/python -m benchmarks.gateway --requests {requests}` on {cpu_model()},
@@ -119,10 +119,11 @@ disk (gzip JSON lines).
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.gateway", description=__doc__)
     parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--out", type=Path, default=REPORT, help="the report (Markdown)")
     args = parser.parse_args(argv)
     results = measure(args.requests)
-    write_report(results, args.requests, os.getloadavg()[0])
-    print(REPORT.read_text())
+    write_report(results, args.requests, os.getloadavg()[0], args.out)
+    print(args.out.read_text())
 
 
 if __name__ == "__main__":

@@ -42,3 +42,17 @@ def test_time_to_accuracy_smoke_run_writes_both_reports(tmp_path: Path, shared_m
     markdown = (tmp_path / "TIME_TO_ACCURACY.md").read_text()
     assert "| reference | Keras mnist_convnet example | not reached |" in markdown
     assert "**Ratio (project / reference): —**" in markdown
+
+
+def test_gateway_smoke_run_measures_all_three_paths(tmp_path: Path) -> None:
+    report = tmp_path / "GATEWAY.md"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.gateway", "--requests", "5", "--out", str(report)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = report.read_text()
+    for path in ("direct", "gateway", "gateway, capture 1.0"):
+        assert f"\n| {path} | " in text
+    captured = float(text.split("random pixels (what compresses worst) takes ")[1].split()[0])
+    assert captured > 500  # 784 random pixels and the predictions, gzip JSON
