@@ -357,3 +357,17 @@ def use_test_bucket(repo: DvcRepo, bed: SeaweedFS) -> None:
     for option, value in (("url", f"s3://{BUCKET}/pipeline"), ("endpointurl", bed.endpoint)):
         result = repo.dvc("remote", "modify", "--local", "storage", option, value)
         assert result.returncode == 0, result.stderr
+
+
+def role_session(bed: SeaweedFS, issuer: OidcIssuer, role: str, ref: str = "refs/heads/main"):
+    """An S3 client holding a session of ``role``, assumed with a token for ``ref``."""
+    credentials = _client("sts", bed.endpoint).assume_role_with_web_identity(
+        RoleArn=role, RoleSessionName="pytest-role", WebIdentityToken=issuer.mint(ref=ref)
+    )["Credentials"]
+    return _client(
+        "s3",
+        bed.endpoint,
+        aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"],
+        aws_session_token=credentials["SessionToken"],
+    )

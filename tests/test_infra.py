@@ -23,129 +23,35 @@ from typing import Any
 import pytest
 from cfnlint.api import lint
 from cfnlint.config import ManualArgs
-from cfnlint.decode import decode_str
+
+from testbed.cloudformation import (
+    BED_RELEASE_ROLE,
+    BED_SERVING_ROLE,
+    BUCKET,
+    BUCKET_ARN,
+    CI_ROLES,
+    CREATED_PROVIDER_ARN,
+    EXISTING_PROVIDER_ARN,
+    ISSUER,
+    ORG,
+    ORIGIN,
+    OTHER_PROJECT,
+    PROJECT,
+    ROLES,
+    TEXT,
+    Renderer,
+    bed_role,
+    decode,
+    render,
+    template_policy,
+)
+from testbed.s3 import role_session
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-TEMPLATE = REPO_ROOT / "infra" / "ci-storage.yaml"
 INFRA_README = REPO_ROOT / "infra" / "README.md"
-
-ORG = "11111111-2222-3333-4444-555555555555"
-PROJECT = "66666666-7777-8888-9999-000000000000"
-OTHER_PROJECT = "66666666-7777-8888-9999-000000000001"
-ORIGIN = "github.com/example/mnist-pipeline"
-BUCKET = "example-mnist-pipeline"
-ACCOUNT = "123456789012"
-STACK = "mnist-ci"
-PARAMETERS = {
-    "CircleCiOrgId": ORG,
-    "CircleCiProjectId": PROJECT,
-    "VcsOrigin": ORIGIN,
-    "BucketName": BUCKET,
-}
-PSEUDO = {
-    "AWS::AccountId": ACCOUNT,
-    "AWS::Partition": "aws",
-    "AWS::Region": "us-east-1",
-    "AWS::StackName": STACK,
-}
-BUCKET_ARN = f"arn:aws:s3:::{BUCKET}"
-ISSUER = f"oidc.circleci.com/org/{ORG}"  # the provider URL without https://, IAM's key prefix
-EXISTING_PROVIDER_ARN = f"arn:aws:iam::{ACCOUNT}:oidc-provider/{ISSUER}"
-CREATED_PROVIDER_ARN = "<CircleCiOidcProvider.Arn>"  # what GetAtt returns at deploy time
-CI_ROLES = {"push": "PushRole", "read": "ReadRole", "release": "ReleaseRole"}
-ROLES = {**CI_ROLES, "serving": "ServingRole"}
 
 
 # --- rendering: the template's intrinsics resolved for one set of parameters ------------------
-
-
-class Renderer:
-    """Resolves Ref, Fn::GetAtt, Fn::Sub, Fn::If and Fn::Equals as CloudFormation would."""
-
-    def __init__(self, template: dict, parameters: dict[str, str]) -> None:
-        self.template = template
-        defaults = {
-            name: spec["Default"]
-            for name, spec in template.get("Parameters", {}).items()
-            if "Default" in spec
-        }
-        self.values: dict[str, Any] = {**defaults, **parameters, **PSEUDO}
-
-    def ref(self, name: str) -> Any:
-        if name in self.values:
-            return self.values[name]
-        resource = self.template["Resources"][name]
-        if resource["Type"] == "AWS::S3::Bucket":
-            return self.resolve(resource["Properties"]["BucketName"])
-        return f"<{name}>"
-
-    def get_att(self, name: str, attribute: str) -> str:
-        resource = self.template["Resources"][name]
-        if resource["Type"] == "AWS::S3::Bucket" and attribute == "Arn":
-            return f"arn:aws:s3:::{self.ref(name)}"
-        return f"<{name}.{attribute}>"
-
-    def sub(self, text: str, variables: dict[str, Any]) -> str:
-        def replace(match: re.Match) -> str:
-            name = match.group(1)
-            if name.startswith("!"):
-                return "${" + name[1:] + "}"
-            if name in variables:
-                return str(variables[name])
-            if "." in name:
-                return self.get_att(*name.split(".", 1))
-            return str(self.ref(name))
-
-        return re.sub(r"\$\{([^}]*)\}", replace, text)
-
-    def condition(self, name: str) -> bool:
-        return bool(self.resolve(self.template["Conditions"][name]))
-
-    def resolve(self, node: Any) -> Any:
-        if isinstance(node, list):
-            return [self.resolve(item) for item in node]
-        if not isinstance(node, dict):
-            return node
-        if len(node) == 1:
-            ((key, value),) = node.items()
-            if key == "Ref":
-                return self.ref(value)
-            if key == "Fn::GetAtt":
-                parts = value.split(".", 1) if isinstance(value, str) else value
-                return self.get_att(*parts)
-            if key == "Fn::Sub":
-                if isinstance(value, str):
-                    return self.sub(value, {})
-                text, variables = value
-                return self.sub(text, {k: self.resolve(v) for k, v in variables.items()})
-            if key == "Fn::If":
-                name, if_true, if_false = value
-                return self.resolve(if_true if self.condition(name) else if_false)
-            if key == "Fn::Equals":
-                left, right = self.resolve(value)
-                return left == right
-            assert not key.startswith("Fn::"), f"the renderer does not know {key}"
-        return {key: self.resolve(value) for key, value in node.items()}
-
-
-def decode(text: str) -> dict:
-    template, errors = decode_str(text)
-    assert not errors, [str(error) for error in errors]
-    assert template is not None
-    return template
-
-
-def render(text: str, **parameters: str) -> dict:
-    """The template as deployed with ``parameters``: intrinsics resolved, trust policies parsed."""
-    template = decode(text)
-    rendered = Renderer(template, {**PARAMETERS, **parameters}).resolve(template)
-    for resource in rendered["Resources"].values():
-        properties = resource.get("Properties", {})
-        if isinstance(properties.get("AssumeRolePolicyDocument"), str):
-            properties["AssumeRolePolicyDocument"] = json.loads(
-                properties["AssumeRolePolicyDocument"]
-            )
-    return rendered
 
 
 # --- IAM semantics needed to evaluate a trust policy ------------------------------------------
@@ -403,7 +309,6 @@ def problems(text: str) -> list[str]:
 
 # --- tests -------------------------------------------------------------------------------------
 
-TEXT = TEMPLATE.read_text()
 LINT_CONFIG = ManualArgs(regions=["us-east-1", "eu-west-1"], include_checks=["I"])
 
 
@@ -680,33 +585,6 @@ def test_setup_guide_matches_the_template_and_ci() -> None:
 # included. Its trust policies speak its own dialect (oidc:<claim>), so trust is checked above.
 # The test-bed modules are imported inside these tests so that the checks above stay light.
 
-BED_RELEASE_ROLE = "arn:aws:iam::role/Release"
-# SeaweedFS has no EC2 instance profiles: on the test bed the serving role is assumed with a
-# token of the local issuer instead; its permissions are the template's all the same.
-BED_SERVING_ROLE = "arn:aws:iam::role/Serving"
-
-
-def template_policy(role: str) -> dict:
-    """A test-bed policy ``template-<role>``: the template's permissions of ``role``, exactly."""
-    from testbed.s3 import BUCKET
-
-    rendered = render(TEXT, BucketName=BUCKET)
-    policy = rendered["Resources"][ROLES[role]]["Properties"]["Policies"][0]
-    document = json.loads(json.dumps(policy["PolicyDocument"]))
-    validate = {"Effect": "Allow", "Action": ["sts:ValidateSession"], "Resource": ["*"]}
-    document["Statement"].append(validate)  # SeaweedFS needs this
-    return {"name": f"template-{role}", "document": document}
-
-
-def bed_role(trusted_like: dict, arn: str, role: str) -> dict:
-    """A test-bed role trusting what ``trusted_like`` trusts, holding ``template_policy(role)``."""
-    return {
-        **json.loads(json.dumps(trusted_like)),
-        "roleName": arn.rsplit("/", 1)[1],
-        "roleArn": arn,
-        "attachedPolicies": [f"template-{role}"],
-    }
-
 
 @pytest.fixture(scope="module")
 def template_bed(tmp_path_factory: pytest.TempPathFactory, oidc_issuer) -> Iterator:
@@ -725,22 +603,6 @@ def template_bed(tmp_path_factory: pytest.TempPathFactory, oidc_issuer) -> Itera
     bed = s3bed.SeaweedFS(tmp_path_factory.mktemp("seaweedfs"), iam).start()
     yield bed
     bed.stop()
-
-
-def s3_session(bed, issuer, role: str, ref: str = MAIN):
-    """An S3 client holding a session of ``role`` for a token from ``ref``."""
-    from testbed.s3 import _client
-
-    credentials = _client("sts", bed.endpoint).assume_role_with_web_identity(
-        RoleArn=role, RoleSessionName="pytest-infra", WebIdentityToken=issuer.mint(ref=ref)
-    )["Credentials"]
-    return _client(
-        "s3",
-        bed.endpoint,
-        aws_access_key_id=credentials["AccessKeyId"],
-        aws_secret_access_key=credentials["SecretAccessKey"],
-        aws_session_token=credentials["SessionToken"],
-    )
 
 
 def tiny_dvc_project(path: Path, bed) -> Path:
@@ -788,7 +650,7 @@ def test_dvc_works_with_exactly_these_permissions(
     pushed = remote(main, "push", push_env)
     assert pushed.returncode == 0, pushed.stderr
     assert "1 run-cache entries pushed" in pushed.stdout
-    reader = s3_session(template_bed, oidc_issuer, READ_ROLE, ref="refs/heads/feature")
+    reader = role_session(template_bed, oidc_issuer, READ_ROLE, ref="refs/heads/feature")
     keys = [o["Key"] for o in reader.list_objects_v2(Bucket=BUCKET, Prefix="dvc/")["Contents"]]
     assert any(key.startswith("dvc/files/md5/") for key in keys)
     assert any(key.startswith("dvc/runs/") for key in keys)
@@ -823,9 +685,9 @@ def test_each_role_is_held_to_its_prefixes(template_bed, oidc_issuer) -> None:
 
     from testbed.s3 import BUCKET, PUSH_ROLE, READ_ROLE
 
-    push = s3_session(template_bed, oidc_issuer, PUSH_ROLE)
-    read = s3_session(template_bed, oidc_issuer, READ_ROLE, ref="refs/heads/feature")
-    release = s3_session(template_bed, oidc_issuer, BED_RELEASE_ROLE)
+    push = role_session(template_bed, oidc_issuer, PUSH_ROLE)
+    read = role_session(template_bed, oidc_issuer, READ_ROLE, ref="refs/heads/feature")
+    release = role_session(template_bed, oidc_issuer, BED_RELEASE_ROLE)
     release.put_object(Bucket=BUCKET, Key="releases/mnist/1/saved_model.pb", Body=b"model")
     assert release.get_object(Bucket=BUCKET, Key="releases/mnist/1/saved_model.pb")
     assert refused(release.put_object, Key="dvc/files/md5/00/0", Body=b"x")
@@ -847,11 +709,11 @@ def test_the_serving_role_reads_releases_and_nothing_else(template_bed, oidc_iss
     read releases/, and publish its labels under labels/ (which CI reads, to find the champion)."""
     from testbed.s3 import BUCKET, PUSH_ROLE, READ_ROLE
 
-    release = s3_session(template_bed, oidc_issuer, BED_RELEASE_ROLE)
+    release = role_session(template_bed, oidc_issuer, BED_RELEASE_ROLE)
     release.put_object(Bucket=BUCKET, Key="releases/mnist/7/saved_model.pb", Body=b"release")
-    push = s3_session(template_bed, oidc_issuer, PUSH_ROLE)
+    push = role_session(template_bed, oidc_issuer, PUSH_ROLE)
     push.put_object(Bucket=BUCKET, Key="dvc/files/md5/ab/cdef", Body=b"dvc data")
-    serving = s3_session(template_bed, oidc_issuer, BED_SERVING_ROLE, ref="refs/heads/any")
+    serving = role_session(template_bed, oidc_issuer, BED_SERVING_ROLE, ref="refs/heads/any")
 
     listed = serving.list_objects_v2(Bucket=BUCKET, Prefix="releases/mnist/")["Contents"]
     assert "releases/mnist/7/saved_model.pb" in [item["Key"] for item in listed]
@@ -871,7 +733,7 @@ def test_the_serving_role_reads_releases_and_nothing_else(template_bed, oidc_iss
     serving.put_object(Bucket=BUCKET, Key="labels/mnist.json", Body=b'{"stable": 7}')
     serving.put_object(Bucket=BUCKET, Key="labels/mnist.json", Body=b'{"stable": 6}')  # rollback
     assert refused(serving.delete_object, Key="labels/mnist.json")
-    read = s3_session(template_bed, oidc_issuer, READ_ROLE, ref="refs/heads/feature")
+    read = role_session(template_bed, oidc_issuer, READ_ROLE, ref="refs/heads/feature")
     labels = read.get_object(Bucket=BUCKET, Key="labels/mnist.json")["Body"].read()
     assert labels == b'{"stable": 6}'
     assert refused(read.put_object, Key="labels/mnist.json", Body=b"{}")

@@ -15,7 +15,7 @@ from classifier.errors import StageError, run_stage
 from serving import labels
 from serving.labels import Labels
 from serving.layout import Host
-from tests.tf_serving_config import parse_config
+from testbed.tf_serving_config import parse_config
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from google.protobuf import text_format
 
 from serving import model_config
 from serving.layout import Host
-from tests.tf_serving_config import parse_config
+from testbed.tf_serving_config import parse_config
 
 
 def test_the_config_serves_the_given_versions_with_labels() -> None:

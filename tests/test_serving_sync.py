@@ -27,10 +27,18 @@ from ci_jobs import release
 from classifier.errors import StageError, run_stage
 from serving import labels, sync
 from serving.layout import Host
-from testbed.s3 import BUCKET, PUSH_ROLE, READ_ROLE, RELEASE_ROLE, SeaweedFS, iam_config
+from testbed.cloudformation import BED_SERVING_ROLE, bed_role, template_policy
+from testbed.s3 import (
+    BUCKET,
+    PUSH_ROLE,
+    READ_ROLE,
+    RELEASE_ROLE,
+    SeaweedFS,
+    iam_config,
+    role_session,
+)
+from testbed.tf_serving_config import parse_config
 from tests.helpers import write_unreleased_card
-from tests.test_infra import BED_SERVING_ROLE, bed_role, s3_session, template_policy
-from tests.tf_serving_config import parse_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FILES = [
@@ -99,7 +107,7 @@ def sha256_tree(directory: Path) -> dict[str, str]:
 def publish(bed: SeaweedFS, oidc_issuer, tmp_path: Path) -> Callable[[str, int, Path], Path]:
     """``publish(model, version, package)``: what the release job does, which must assign
     ``version``; returns a folder holding what it released."""
-    s3 = s3_session(bed, oidc_issuer, RELEASE_ROLE)
+    s3 = role_session(bed, oidc_issuer, RELEASE_ROLE)
 
     def publish(model: str, version: int, package: Path) -> Path:
         assigned, _ = release.publish(s3, BUCKET, model, package, COMMIT, LOCK)
@@ -116,7 +124,7 @@ def publish(bed: SeaweedFS, oidc_issuer, tmp_path: Path) -> Callable[[str, int, 
 
 @pytest.fixture
 def admin(bed: SeaweedFS, oidc_issuer):
-    return s3_session(bed, oidc_issuer, PUSH_ROLE)
+    return role_session(bed, oidc_issuer, PUSH_ROLE)
 
 
 @pytest.fixture
@@ -271,7 +279,7 @@ def test_two_releases_at_once_never_take_the_same_number(
 ) -> None:
     """Both listed only version 1; S3's conditional write gives 2 to one and 3 to the other."""
     publish("racing", 1, savedmodels[0])
-    s3 = s3_session(bed, oidc_issuer, RELEASE_ROLE)
+    s3 = role_session(bed, oidc_issuer, RELEASE_ROLE)
     early = [ListedEarlier(s3, "releases/racing/") for _ in savedmodels[1:]]
     versions = [
         release.publish(client, BUCKET, "racing", package, COMMIT, LOCK)[0]
@@ -426,7 +434,7 @@ def test_only_completely_published_versions_are_synced(
 ) -> None:
     """A release job killed before its manifest: the host waits for the job to be re-run."""
     publish("unfinished", 1, savedmodels[0])
-    s3 = s3_session(bed, oidc_issuer, RELEASE_ROLE)
+    s3 = role_session(bed, oidc_issuer, RELEASE_ROLE)
     model = (savedmodels[1] / "saved_model.pb").read_bytes()
     s3.put_object(Bucket=BUCKET, Key="releases/unfinished/2/saved_model.pb", Body=model)
     host = Host(tmp_path / "models" / "unfinished")
