@@ -23,6 +23,7 @@ REST API with ``GITHUB_TOKEN`` (context ``github-pr-report``; "Pull requests: wr
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -192,26 +193,36 @@ def pull_request(paths: Paths) -> str:
     return f"pull request {url} opened from {branch}: {title}" + ("" if passed else " (refused)")
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) != 1 or argv[0] not in ("update", "news", "passed", "pull-request"):
-        print("usage: python -m ci_jobs.retrain update|news|passed|pull-request", file=sys.stderr)
-        return 2
+def step(name: str) -> int:
+    """Run one step of the workflow; its exit status."""
+    if name == "update":
+        state = update()
+        moved = ", ".join(f"{u['path']} → {u['to'][:12]}" for u in state["updated"])
+        print(f"retrain: {f'new data: {moved}' if moved else nothing_new(state)}")
+    elif name == "news":
+        state = read_state()
+        if not state["updated"]:
+            print(f"retrain: {nothing_new(state)}; nothing to retrain")
+            return 1
+    elif name == "passed":
+        metrics = read_json(Paths().test_metrics, "`test` did not run")
+        print(f"retrain: quality gate {metrics['gate']}")
+        return 0 if metrics["gate"] == "passed" else 1
+    else:
+        print(f"retrain: {pull_request(Paths())}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ci_jobs.retrain",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("step", choices=["update", "news", "passed", "pull-request"])
+    args = parser.parse_args(argv)
     try:
-        if argv[0] == "update":
-            state = update()
-            moved = ", ".join(f"{u['path']} → {u['to'][:12]}" for u in state["updated"])
-            print(f"retrain: {f'new data: {moved}' if moved else nothing_new(state)}")
-        elif argv[0] == "news":
-            state = read_state()
-            if not state["updated"]:
-                print(f"retrain: {nothing_new(state)}; nothing to retrain")
-                return 1
-        elif argv[0] == "passed":
-            metrics = read_json(Paths().test_metrics, "`test` did not run")
-            print(f"retrain: quality gate {metrics['gate']}")
-            return 0 if metrics["gate"] == "passed" else 1
-        else:
-            print(f"retrain: {pull_request(Paths())}")
+        return step(args.step)
     except StageError as error:
         print(f"retrain: error: {error}", file=sys.stderr)
         return 1
@@ -220,7 +231,6 @@ def main(argv: list[str]) -> int:
         detail = lines[-1] if lines else "no output"
         print(f"retrain: error: `{' '.join(error.cmd)}` failed: {detail}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

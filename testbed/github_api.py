@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import urllib.parse
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from testbed.loopback import Loopback, Quiet
 
 
 @dataclass
@@ -41,17 +42,15 @@ class FakeGitHub:
     _next_id: int = 1000
 
     def start(self) -> FakeGitHub:
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self.handler())
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.loopback = Loopback(self.handler())
         return self
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.loopback.stop()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return self.loopback.url
 
     def open_pull_request(self, branch: str, number: int) -> None:
         owner = self.repository.split("/")[0]
@@ -128,7 +127,7 @@ class FakeGitHub:
     def handler(self) -> type[BaseHTTPRequestHandler]:
         github = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(Quiet, BaseHTTPRequestHandler):
             def respond(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length)) if length else None
@@ -145,8 +144,5 @@ class FakeGitHub:
                 self.wfile.write(data)
 
             do_GET = do_POST = do_PATCH = respond
-
-            def log_message(self, *args: object) -> None:
-                pass
 
         return Handler

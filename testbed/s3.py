@@ -17,17 +17,17 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from testbed.loopback import Loopback, Quiet
 from testbed.repo import DvcRepo
 
 ORG_ID = "6f0e5cc4-0000-4000-8000-00000000c1c1"
@@ -61,7 +61,7 @@ class OidcIssuer:
     def start(self) -> OidcIssuer:
         issuer = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(Quiet, BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 if self.path.startswith(issuer.mint_path):
                     self.send_token()
@@ -91,26 +91,21 @@ class OidcIssuer:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.loopback = Loopback(Handler)
         return self
 
     def stop(self) -> None:
-        self.server.shutdown()
+        self.loopback.stop()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/org/{ORG_ID}"
+        return f"{self.loopback.url}/org/{ORG_ID}"
 
     mint_path = f"/org/{ORG_ID}/rehearsal-mint"
 
     def mint_url(self, ref: str) -> str:
         """Where a job of ``ref`` gets fresh tokens (for any audience it asks) on loopback."""
-        base = self.url.removesuffix(f"/org/{ORG_ID}")
-        return f"{base}{self.mint_path}?" + urllib.parse.urlencode({"ref": ref})
+        return f"{self.loopback.url}{self.mint_path}?" + urllib.parse.urlencode({"ref": ref})
 
     def discovery(self) -> dict:
         return {

@@ -20,15 +20,16 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 from google.protobuf import json_format
 from tensorflow.core.protobuf import saved_model_pb2
+
+from testbed.loopback import Loopback, Quiet
 
 SERVE = "serve"
 ROUTE = re.compile(
@@ -80,19 +81,17 @@ class FakeTensorFlowServing:
 
     def start(self) -> FakeTensorFlowServing:
         self.loaded = {version: Loaded.load(path) for version, path in self.versions.items()}
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self.handler())
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.loopback = Loopback(self.handler())
         return self
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.loopback.stop()
         for loaded in self.loaded.values():
             loaded.session.close()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return self.loopback.url
 
     def resolve(self, model: str, version: str | None, label: str | None) -> list[int]:
         if model != self.model:
@@ -163,10 +162,7 @@ class FakeTensorFlowServing:
     def handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args) -> None:
-                pass
-
+        class Handler(Quiet, BaseHTTPRequestHandler):
             def respond(self, method: str) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""

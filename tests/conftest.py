@@ -5,13 +5,13 @@ from __future__ import annotations
 import functools
 import http.server
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from filelock import FileLock
 
+from testbed.loopback import Loopback, Quiet
 from testbed.repo import DvcRepo, commit_all, write_params
 from tests.helpers import (
     SHARED_MNIST,
@@ -64,24 +64,20 @@ def shared_mnist() -> Path:
     return SHARED_MNIST
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args) -> None:
-        pass
+class _QuietDirectory(Quiet, http.server.SimpleHTTPRequestHandler):
+    pass
 
 
-def serve_directory(directory: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
-    handler = functools.partial(_QuietHandler, directory=str(directory))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}/"
+def serve_directory(directory: Path) -> Loopback:
+    return Loopback(functools.partial(_QuietDirectory, directory=str(directory)))
 
 
 @pytest.fixture(scope="session")
 def http_mirror(shared_mnist: Path) -> Iterator[str]:
     """The shared MNIST files served over HTTP on 127.0.0.1, like a public mirror."""
-    server, url = serve_directory(shared_mnist)
-    yield url
-    server.shutdown()
+    mirror = serve_directory(shared_mnist)
+    yield f"{mirror.url}/"
+    mirror.stop()
 
 
 @pytest.fixture
@@ -90,13 +86,12 @@ def serve(tmp_path: Path) -> Iterator:
     servers = []
 
     def start(directory: Path) -> str:
-        server, url = serve_directory(directory)
-        servers.append(server)
-        return url
+        servers.append(serve_directory(directory))
+        return f"{servers[-1].url}/"
 
     yield start
     for server in servers:
-        server.shutdown()
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,35 @@
+"""An HTTP server for a test or a benchmark: on 127.0.0.1 only, on a free port, in a daemon
+thread; the one way the stand-ins here (GitHub's API, the OIDC issuer, TensorFlow Serving, a
+directory mirror) are served."""
+
+from __future__ import annotations
+
+import threading
+from http.server import ThreadingHTTPServer
+from typing import Any
+
+
+class Loopback:
+    def __init__(self, handler: Any):
+        """``handler``: a BaseHTTPRequestHandler class (or a partial that makes one)."""
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def port(self) -> int:
+        return self.server.server_address[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Quiet:
+    """Mixed into a request handler: no access log on stderr, the tests' output stays theirs."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
