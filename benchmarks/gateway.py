@@ -51,35 +51,45 @@ def percentiles(seconds: list[float]) -> tuple[float, float]:
     return float(p50), float(p99)
 
 
+def timed(targets: dict[str, str], requests: int) -> dict[str, list[float]]:
+    """Seconds of each predict request, per target, the targets taking turns."""
+    rng = np.random.default_rng(0)  # random pixels, new for each request: compress worst
+    body = {"instances": rng.integers(0, 256, (1, 28, 28, 1)).tolist()}
+    times: dict[str, list[float]] = {name: [] for name in targets}
+    for url in targets.values():  # warm up each path
+        assert call(url + PATH, body)[0] == 200
+    for _ in range(requests):
+        body = {"instances": rng.integers(0, 256, (1, 28, 28, 1)).tolist()}
+        for name, url in targets.items():
+            began = time.perf_counter()
+            status, _ = call(url + PATH, body)
+            times[name].append(time.perf_counter() - began)
+            assert status == 200
+    return times
+
+
 def measure(requests: int) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         server = FakeTensorFlowServing("mnist", {1: package(root / "1")}, {"stable": 1}).start()
-        plain = GatewayProcess("--upstream", server.url)
-        capturing = GatewayProcess(
-            "--upstream", server.url, "--sample-rate", "1.0", "--capture-dir", str(root / "cap")
-        )
-        targets = {
-            "direct": server.url,
-            "gateway": plain.url,
-            "gateway, capture 1.0": capturing.url,
-        }
-        rng = np.random.default_rng(0)  # random pixels, new for each request: compress worst
-        body = {"instances": rng.integers(0, 256, (1, 28, 28, 1)).tolist()}
-        times: dict[str, list[float]] = {name: [] for name in targets}
-        try:
-            for url in targets.values():  # warm up each path
-                assert call(url + PATH, body)[0] == 200
-            for _ in range(requests):
-                body = {"instances": rng.integers(0, 256, (1, 28, 28, 1)).tolist()}
-                for name, url in targets.items():
-                    began = time.perf_counter()
-                    status, _ = call(url + PATH, body)
-                    times[name].append(time.perf_counter() - began)
-                    assert status == 200
+        started: list[GatewayProcess] = []
+        try:  # everything started is stopped, whatever fails
+            started.append(GatewayProcess("--upstream", server.url))
+            started.append(
+                GatewayProcess(
+                    "--upstream", server.url, "--sample-rate", "1.0",
+                    "--capture-dir", str(root / "cap"),
+                )
+            )  # fmt: skip
+            targets = {
+                "direct": server.url,
+                "gateway": started[0].url,
+                "gateway, capture 1.0": started[1].url,
+            }
+            times = timed(targets, requests)
         finally:
-            plain.stop()
-            capturing.stop()
+            for process in started:
+                process.stop()
             server.stop()
         captured = sum(p.stat().st_size for p in (root / "cap").rglob("*.jsonl.gz"))
     return {

@@ -26,7 +26,6 @@ in production).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -36,6 +35,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from classifier.errors import StageError, run_stage
 from classifier.files import fsync
 from serving import Refused, labels, published_labels
+from serving.bucket import add_arguments as add_bucket_arguments
+from serving.bucket import client as bucket_client
 from serving.fetch import download, listing
 from serving.layout import Host
 from serving.load_check import check_loads
@@ -136,22 +137,13 @@ def sync(s3, bucket: str, host: Host) -> list[int]:
     return failed
 
 
-def s3_client(endpoint: str | None):
-    import botocore.session
-
-    return botocore.session.get_session().create_client("s3", endpoint_url=endpoint)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m serving.sync", description=__doc__)
     parser.add_argument("--base-path", type=Path, required=True, help="the model's base path")
-    parser.add_argument("--bucket", default=os.environ.get("SERVING_BUCKET"))
-    parser.add_argument("--endpoint", help="an S3-compatible store's URL")
+    add_bucket_arguments(parser)
     args = parser.parse_args(argv)
-    if not args.bucket:
-        raise StageError("no bucket: pass --bucket or set SERVING_BUCKET")
+    s3 = bucket_client(args)
     host = Host(args.base_path.absolute())
-    s3 = s3_client(args.endpoint)
     failed = sync(s3, args.bucket, host)
     current = labels.load(host)
     published = publish_labels(s3, args.bucket, host, current)

@@ -15,7 +15,6 @@ more there). Run it from cron beside the sync.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 from pathlib import Path
@@ -23,8 +22,9 @@ from pathlib import Path
 from botocore.exceptions import BotoCoreError, ClientError
 
 from classifier.errors import StageError, run_stage
+from serving.bucket import add_arguments as add_bucket_arguments
+from serving.bucket import client as bucket_client
 from serving.capture import CLOSED, SUFFIX
-from serving.sync import s3_client
 
 PREFIX = "monitoring"
 NAME = re.compile(r"capture-(\d{4})(\d{2})(\d{2})T\d{6}-.*" + re.escape(SUFFIX))
@@ -73,14 +73,12 @@ def upload(s3, bucket: str, capture_dir: Path) -> tuple[list[str], list[str]]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m serving.upload_captures", description=__doc__)
     parser.add_argument("--capture-dir", type=Path, required=True, help="the gateway's")
-    parser.add_argument("--bucket", default=os.environ.get("SERVING_BUCKET"))
-    parser.add_argument("--endpoint", help="an S3-compatible store's URL")
+    add_bucket_arguments(parser)
     args = parser.parse_args(argv)
-    if not args.bucket:
-        raise StageError("no bucket: pass --bucket or set SERVING_BUCKET")
+    s3 = bucket_client(args)
     if not args.capture_dir.is_dir():
         raise StageError(f"{args.capture_dir} is not a folder; pass the gateway's --capture-dir")
-    done, failed = upload(s3_client(args.endpoint), args.bucket, args.capture_dir)
+    done, failed = upload(s3, args.bucket, args.capture_dir)
     for line in failed:
         print(f"upload_captures: error: {line}", file=sys.stderr)
     print(f"upload_captures: {len(done)} files uploaded to s3://{args.bucket}/{PREFIX}/")

@@ -5,6 +5,7 @@ imports a private name from another package."""
 from __future__ import annotations
 
 import ast
+import os
 from pathlib import Path
 
 from testbed.repo import REPO_ROOT
@@ -28,44 +29,49 @@ def modules(package: str) -> list[Path]:
     return sorted((REPO_ROOT / package).glob("*.py"))
 
 
-def test_no_test_module_is_imported_by_another_module() -> None:
-    offending = [
-        f"{path.relative_to(REPO_ROOT)} imports {module}"
-        for package in PACKAGES
-        for path in modules(package)
-        for module, _ in imports(path)
-        if module.startswith("tests.") and module != "tests.helpers"
+def offences(packages: tuple[str, ...], rule, files=modules) -> list[str]:
+    """``file imports module[.name]`` for every import that ``rule(package, module, name)``
+    refuses (``name`` is None for the module itself)."""
+    return [
+        f"{os.path.relpath(path, REPO_ROOT)} imports {module}{f'.{name}' if name else ''}"
+        for package in packages
+        for path in files(package)
+        for module, names in imports(path)
+        for name in [None, *names]
+        if rule(package, module, name)
     ]
-    assert offending == []
+
+
+def test_no_test_module_is_imported_by_another_module() -> None:
+    def imports_a_test(package: str, module: str, name: str | None) -> bool:
+        return name is None and module.startswith("tests.") and module != "tests.helpers"
+
+    assert offences(PACKAGES, imports_a_test) == []
 
 
 def test_benchmarks_and_testbed_never_import_tests() -> None:
-    offending = [
-        f"{path.relative_to(REPO_ROOT)} imports {module}"
-        for package in ("benchmarks", "testbed")
-        for path in modules(package)
-        for module, _ in imports(path)
-        if module == "tests" or module.startswith("tests.")
-    ]
-    assert offending == []
+    def imports_tests(package: str, module: str, name: str | None) -> bool:
+        return name is None and module.split(".")[0] == "tests"
+
+    assert offences(("benchmarks", "testbed"), imports_tests) == []
 
 
 def test_no_private_name_is_imported_across_packages() -> None:
-    offending = [
-        f"{path.relative_to(REPO_ROOT)} imports {module}.{name}"
-        for package in PACKAGES
-        for path in modules(package)
-        for module, names in imports(path)
-        for name in names
-        if name.startswith("_")
-        and module.split(".")[0] != package
-        and module.split(".")[0] in PACKAGES
-    ]
-    assert offending == []
+    def private_elsewhere(package: str, module: str, name: str | None) -> bool:
+        home = module.split(".")[0]
+        return bool(name) and name.startswith("_") and home != package and home in PACKAGES
+
+    assert offences(PACKAGES, private_elsewhere) == []
 
 
 def test_the_checks_see_an_offence(tmp_path: Path) -> None:
-    """The parser finds what the rules look for (a check that could never fail proves nothing)."""
+    """Each rule refuses what it is for (a check that could never fail proves nothing)."""
     sample = tmp_path / "sample.py"
     sample.write_text("from tests.test_infra import render\nfrom testbed.s3 import _client\n")
     assert imports(sample) == [("tests.test_infra", ["render"]), ("testbed.s3", ["_client"])]
+    found = offences(
+        ("benchmarks",),
+        lambda package, module, name: name is None and module.startswith("tests."),
+        files=lambda package: [sample],
+    )
+    assert len(found) == 1 and found[0].endswith("sample.py imports tests.test_infra")

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +15,7 @@ import pytest
 
 from serving.capture import CaptureFiles, read_records
 from serving.upload_captures import key_for, upload
+from testbed.repo import REPO_ROOT
 from testbed.s3 import BUCKET, PUSH_ROLE, SeaweedFS, iam_config, role_client
 
 DAY = 1796630400.0  # 2026-12-07T00:00:00Z
@@ -83,3 +87,26 @@ def test_a_failed_upload_keeps_the_file_and_says_which(tmp_path: Path, bed: Seaw
     assert line.startswith(f"{path}: not uploaded to s3://{BUCKET}/{key_for('mnist', path)} (")
     assert line.endswith("; kept")
     assert read_records(path) == [{"n": 1}]
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["--capture-dir", "."],
+            "upload_captures: error: no bucket: pass --bucket or set SERVING_BUCKET",
+        ),
+        (
+            ["--capture-dir", "missing", "--bucket", "b"],
+            "upload_captures: error: missing is not a folder; pass the gateway's --capture-dir",
+        ),
+    ],
+)
+def test_bad_arguments_are_one_line(args: list[str], line: str, tmp_path: Path) -> None:
+    environment = {k: v for k, v in os.environ.items() if k != "SERVING_BUCKET"}
+    result = subprocess.run(
+        [sys.executable, "-m", "serving.upload_captures", *args],
+        cwd=tmp_path, env={**environment, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert (result.returncode, result.stderr.strip()) == (1, line)
