@@ -140,12 +140,11 @@ def compare(
 
 
 def verify_export(
-    directory: Path, model: keras.Model, images: np.ndarray, classes: tuple[str, ...]
+    directory: Path, expected: np.ndarray, images: np.ndarray, classes: tuple[str, ...]
 ) -> dict:
-    """Check the export predicts exactly what the trained model does, loaded either way a
-    SavedModel is (TF2 objects; a TF1 session, as TensorFlow Serving, in full batches and one
-    image at a time); return what was checked."""
-    expected = model.predict(images, batch_size=PREDICT_BATCH, verbose=0)
+    """Check the export predicts exactly what the trained model does (``expected``: its
+    probabilities on ``images``), loaded either way a SavedModel is (TF2 objects; a TF1 session,
+    as TensorFlow Serving, in full batches and one image at a time); return what was checked."""
     single = slice(0, SINGLE_IMAGES)
     checks = [
         compare(

@@ -53,6 +53,7 @@ def model_card(
     trained_model_md5: str,
     serving_signature: dict,
     sample: dict,
+    reference: dict,
 ) -> dict:
     """What a user of the package needs to know: what it does, how well, from what, built how.
 
@@ -63,7 +64,8 @@ def model_card(
     package different bytes than the committed ``dvc.lock`` says; the release records the
     commit and ``dvc.lock`` in its copy of the card (``release``). ``serving_signature`` is the
     exported signature as TensorFlow Serving's metadata API describes it, ``sample`` the labelled
-    test images the package carries for the live check (``serving/smoke.py``).
+    test images the package carries for the live check (``serving/smoke.py``), ``reference``
+    what the monitor compares live traffic with (``classifier/reference.py``).
     """
     return {
         "model_name": params.package.model_name,
@@ -93,13 +95,14 @@ def model_card(
             "comparison": test_report.get("comparison"),
         },
         "sample": sample,
+        "reference": reference,
         "verification": verification,
         "dataset": dataset.to_dict(),
         "data": {
             "source": data_report["source"],
             "split": data_report["split"],
         },
-        "params": params.model_dump(),
+        "params": params.model_dump(exclude={"monitor"}),  # what made the model
         "environment": environment,
         "libraries": library_versions(),
         "trained_model_md5": trained_model_md5,
@@ -172,6 +175,15 @@ def released(card_json: bytes, card_text: bytes, release: dict) -> tuple[bytes, 
     return to_json(card).encode(), text.replace(UNRELEASED, release_section(release), 1).encode()
 
 
+def reference_sentence(reference: dict) -> str:
+    means = ", ".join(f"{name} (mean {mean:g})" for name, mean in reference["means"].items())
+    return (
+        "The monitor (`python -m serving.monitor`) compares live traffic with"
+        f" `{reference['file']}`: per image of {reference['images']} {reference['split']}"
+        f" images, {means}; and the classes predicted."
+    )
+
+
 def card_markdown(card: dict) -> str:
     metrics, sample, verified = card["metrics"], card["sample"], card["verification"]
     dataset = card["dataset"]
@@ -215,6 +227,8 @@ Accuracy **{metrics["accuracy"]:.4f}**, loss {metrics["loss"]:.4f}.
 The package carries {sample["images"]} labelled test images (`{sample["folder"]}`), on which it
 scores {sample["accuracy"]:.4f}: the live check after a deploy (`python -m serving.smoke`) sends
 them to the server.
+
+{reference_sentence(card["reference"])}
 
 Export verified: loaded back by TensorFlow's Python loader and in a TF1 session as TensorFlow
 Serving loads it (`{verified["checks"][-1]["loader"]}`), the exported model predicts what the

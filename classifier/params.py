@@ -169,6 +169,21 @@ class PackageParams(_Section):
     model_name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
+class MonitorParams(_Section):
+    """The thresholds of ``python -m serving.monitor`` (drift) and ``serving.labels promote`` (a
+    canary's evidence), serving-host commands: no stage reads them, and the model card leaves
+    them out (changing them re-runs nothing)."""
+
+    alpha: float = Field(gt=0, lt=1)
+    min_ks_statistic: float = Field(ge=0, le=1)
+    min_class_shift: float = Field(ge=0, le=1)
+    min_images: int = Field(ge=1)
+    canary_min_predictions: int = Field(ge=1)
+    canary_max_error_increase: float = Field(ge=0, le=1)
+    canary_max_low_confidence_increase: float = Field(ge=0, le=1)
+    canary_max_confidence_drop: float = Field(ge=0, le=1)
+
+
 class Params(_Section):
     data: DataParams
     prepare: PrepareParams
@@ -176,6 +191,7 @@ class Params(_Section):
     train: TrainParams
     test: TestParams
     package: PackageParams
+    monitor: MonitorParams
 
     @model_validator(mode="after")
     def _feature_maps_fit(self) -> Params:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import itertools
 import json
 import os
 import time
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 OPEN, CLOSED = "open", "closed"
+FILES_OPENED = itertools.count(1)  # by this process: part of each name, which never repeats
 SUFFIX = ".jsonl.gz"
 
 
@@ -47,7 +49,6 @@ class CaptureFiles:
     _path: Path | None = field(default=None, repr=False)
     _records: int = 0
     _opened_at: float = 0.0
-    _sequence: int = 0  # files this process opened: part of each name, which never repeats
 
     def __post_init__(self) -> None:
         for name in (OPEN, CLOSED):
@@ -99,8 +100,7 @@ class CaptureFiles:
     def _open(self) -> None:
         now = self.clock()
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
-        self._sequence += 1
-        name = f"capture-{stamp}-{os.getpid()}-{self._sequence:06d}{SUFFIX}"
+        name = f"capture-{stamp}-{os.getpid()}-{next(FILES_OPENED):06d}{SUFFIX}"
         self._path = self.directory / OPEN / name
         self._file = gzip.GzipFile(self._path, "wb", mtime=0)
         self._opened_at = now

@@ -1,8 +1,8 @@
 """A gateway in front of TensorFlow Serving: every request forwarded unchanged, a sample captured,
 metrics per model, label and version.
 
-    python -m serving.gateway --upstream http://127.0.0.1:8501 --port 8601 \\
-        --capture-dir /var/lib/mnist-gateway --sample-rate 0.1
+    python -m serving.gateway --upstream http://127.0.0.1:8501 --listen 127.0.0.1:8601 \\
+        --capture /var/lib/mnist-gateway --sample-rate 0.1
 
 Clients call the gateway exactly as they would call TensorFlow Serving's REST API
 (``/v1/models/<name>[/versions/<v> | /labels/<l>][/metadata | :predict]``): method, path, query
@@ -18,8 +18,9 @@ label (tensorflow/serving#1970), so a canary could not be told from ``stable``.
 After a request is answered, an observation goes on a bounded queue, and one task: resolves the
 version that answered (a label's version from the server's model-status API, cached for
 ``--label-ttl`` seconds; TensorFlow Serving's predict answer does not name it); counts it in the
-metrics (``GET /monitoring/metrics``, Prometheus text: requests by code, a latency histogram,
-predicted classes, low-confidence predictions, captures and drops); and, for a sample of
+metrics (``GET /metrics``, Prometheus text: requests by code, a latency histogram,
+predicted classes, a confidence histogram, low-confidence predictions, captures and drops: the
+evidence ``serving.labels promote`` reads); and, for a sample of
 predict requests (``--sample-rate``, 1.0 allowed), writes the request and its predictions to the
 capture files (``serving/capture.py``). Nothing of that can fail or delay a request: a full
 queue, a full disk or a failed write is counted, and capture resumes by itself.
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
 import re
@@ -49,9 +51,11 @@ ROUTE = re.compile(
     r"^/v1/models/(?P<model>[^/:]+)(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
     r"(?P<tail>/metadata|:predict|:classify|:regress)?$"
 )
-METRICS_PATH = "/monitoring/metrics"
+METRICS_PATH = "/metrics"
+DRAIN_S = 5.0  # at a stop, how long the observations still queued may take
 MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # package.model_name's pattern
 QUEUE_SIZE = 10_000
+CONFIDENCE_BUCKETS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 API = {None: "status", "/metadata": "metadata", ":predict": "predict"}
 
@@ -97,6 +101,13 @@ class Metrics:
             "gateway_low_confidence_predictions",
             "Predictions below the confidence threshold",
             ["model", "label", "version"],
+            registry=self.registry,
+        )
+        self.confidence = Histogram(
+            "gateway_prediction_confidence",
+            "Probability of the predicted class",
+            ["model", "label", "version"],
+            buckets=CONFIDENCE_BUCKETS,
             registry=self.registry,
         )
         self.captured = Counter(
@@ -225,6 +236,8 @@ class Gateway:
         self.versions = Versions(self.settings, self.session)
         observer = asyncio.create_task(self.observe_forever())
         yield
+        with contextlib.suppress(TimeoutError):  # what was answered is still captured
+            await asyncio.wait_for(self.queue.join(), DRAIN_S)
         observer.cancel()
         await self.session.close()
         for files in self.captures.values():
@@ -299,6 +312,8 @@ class Gateway:
                 await self.observe(observation)
             except Exception:  # one bad observation must not stop the others
                 self.metrics.dropped.labels("observe_failed").inc()
+            finally:
+                self.queue.task_done()
 
     async def observe(self, seen: Observation) -> None:
         version = await self.versions.resolve(seen.model, seen.label, seen.version)
@@ -312,6 +327,9 @@ class Gateway:
             self.metrics.predicted.labels(
                 seen.model, seen.label, version, prediction["class_name"]
             ).inc()
+            self.metrics.confidence.labels(seen.model, seen.label, version).observe(
+                prediction["confidence"]
+            )
             if prediction["confidence"] < self.settings.low_confidence:
                 self.metrics.low_confidence.labels(seen.model, seen.label, version).inc()
         files = self.capture_files(seen.model) if seen.capture else None
@@ -353,10 +371,13 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, str, int]:
     parser.add_argument("--upstream", required=True, help="TensorFlow Serving's REST API URL")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8601, help="port to listen on (0: any free)")
+    parser.add_argument("--listen", type=host_and_port, help="HOST:PORT, instead of both")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait upstream")
     parser.add_argument("--max-request-mb", type=float, default=8.0)
     parser.add_argument("--sample-rate", type=float, default=0.0, help="share of predicts kept")
-    parser.add_argument("--capture-dir", type=Path, help="where capture files are written")
+    parser.add_argument(
+        "--capture-dir", "--capture", type=Path, help="where capture files are written"
+    )
     parser.add_argument("--max-capture-mb", type=float, default=1024.0, help="disk they may use")
     parser.add_argument("--low-confidence", type=float, default=0.5)
     parser.add_argument(
@@ -379,7 +400,15 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, str, int]:
         low_confidence=args.low_confidence,
         label_ttl_s=args.label_ttl,
     )
-    return settings, args.host, args.port
+    host, port = args.listen or (args.host, args.port)
+    return settings, host, port
+
+
+def host_and_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:8080)")
+    return host, int(port)
 
 
 async def serve(settings: Settings, host: str, port: int) -> None:

@@ -45,4 +45,4 @@ class GatewayProcess:
         return call(self.url + path, body)
 
     def metrics_text(self) -> str:
-        return call(self.url + "/monitoring/metrics")[1].decode()
+        return call(self.url + "/metrics")[1].decode()

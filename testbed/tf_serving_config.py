@@ -2,7 +2,8 @@
 
 TF Serving's protos are not installed here, so the messages the file uses are declared from
 ``tensorflow_serving/config/model_server_config.proto`` (and the version policy's
-``file_system_storage_path_source.proto``) with the same names, types and numbers, and the file
+``file_system_storage_path_source.proto``; the ``--monitoring_config_file``'s
+``monitoring_config.proto``) with the same names, types and numbers, and the file
 is parsed with protobuf's own text-format parser: a misspelt field or bad syntax fails to parse.
 """
 
@@ -21,8 +22,9 @@ def field(name: str, number: int, kind: int, type_name: str = "", repeated: bool
     return described
 
 
-def config_message_class():
-    """``tensorflow.serving.ModelServerConfig``, as far as the file uses it."""
+def config_message_classes():
+    """``tensorflow.serving.ModelServerConfig`` and ``MonitoringConfig``, as far as the files
+    use them."""
     file = descriptor_pb2.FileDescriptorProto(
         name="model_server_config_subset.proto", package="tensorflow.serving", syntax="proto3"
     )
@@ -70,13 +72,22 @@ def config_message_class():
     file.message_type.add(name="ModelServerConfig").field.append(
         field("model_config_list", 1, FIELD.TYPE_MESSAGE, ".tensorflow.serving.ModelConfigList")
     )
+    prometheus = file.message_type.add(name="PrometheusConfig")  # monitoring_config.proto
+    prometheus.field.extend(
+        [field("enable", 1, FIELD.TYPE_BOOL), field("path", 2, FIELD.TYPE_STRING)]
+    )
+    file.message_type.add(name="MonitoringConfig").field.append(
+        field("prometheus_config", 1, FIELD.TYPE_MESSAGE, ".tensorflow.serving.PrometheusConfig")
+    )
     pool = descriptor_pool.DescriptorPool()
     pool.Add(file)
-    descriptor = pool.FindMessageTypeByName("tensorflow.serving.ModelServerConfig")
-    return message_factory.GetMessageClass(descriptor)
+    return [
+        message_factory.GetMessageClass(pool.FindMessageTypeByName(f"tensorflow.serving.{name}"))
+        for name in ("ModelServerConfig", "MonitoringConfig")
+    ]
 
 
-ModelServerConfig = config_message_class()
+ModelServerConfig, MonitoringConfig = config_message_classes()
 
 
 def parse_config(text: str) -> dict:
@@ -88,4 +99,15 @@ def parse_config(text: str) -> dict:
         "platform": config.model_platform,
         "versions": list(config.model_version_policy.specific.versions),
         "labels": dict(config.version_labels),
+    }
+
+
+def parse_monitoring_config(text: str) -> dict:
+    """The ``--monitoring_config_file``: whether and where Prometheus metrics are exported."""
+    config = text_format.Parse(text, MonitoringConfig())
+    return {
+        "prometheus_config": {
+            "enable": config.prometheus_config.enable,
+            "path": config.prometheus_config.path,
+        }
     }

@@ -240,3 +240,16 @@ def test_capture_files_rotate_and_keep_to_their_budget(tmp_path: Path) -> None:
     big = {"pixels": list(range(5000))}
     assert not files.write(big) and drops == ["disk_budget"]
     assert files.used_bytes() <= 10_000
+
+
+def test_the_documented_command_line(upstream, gateway, tmp_path: Path) -> None:
+    """``--listen HOST:PORT --capture DIR`` (docs/monitoring.md), metrics at ``/metrics``, and
+    what was answered before SIGTERM is captured, every request of a burst."""
+    proxy = gateway("--listen", "127.0.0.1:0", "--capture", str(tmp_path), "--sample-rate", "1")
+    assert proxy.url.startswith("http://127.0.0.1:")
+    for _ in range(40):
+        proxy.call("/v1/models/mnist/labels/stable:predict", {"instances": digits(1)})
+    assert call(proxy.url + "/metrics")[1].decode().count("gateway_requests_total{") == 1
+    proxy.stop()
+    captured = [read_records(path) for path in sorted(tmp_path.rglob("*.jsonl.gz"))]
+    assert sum(len(records) for records in captured) == 40

@@ -35,6 +35,7 @@ from testbed.weights_probe import outside_the_promise
 
 pytestmark = pytest.mark.slow
 
+
 def differences(expected: dict, actual: dict, where: str = "") -> list[str]:
     """Every leaf where two parsed lock files disagree, as ``path: expected != actual``."""
     if isinstance(expected, dict) and isinstance(actual, dict):

@@ -58,6 +58,7 @@ def test_tf_serving_layout(packaged: Path) -> None:
     assert sorted(p.name for p in (version / "assets.extra").iterdir()) == [
         "model_card.json",
         "model_card.md",
+        "reference.json",
         "sample",
     ]
     assert [p.name for p in (packaged / "dist").iterdir()] == ["mnist"]
@@ -198,6 +199,37 @@ def test_the_package_carries_a_labelled_sample_for_the_live_check(packaged: Path
         "images": 300,
         "accuracy": round(float((served == labels).mean()), 6),
     }
+
+
+def test_the_package_carries_the_monitors_reference(packaged: Path) -> None:
+    """Every test image's statistics, recomputed here from the pixels (whole-number sums), and
+    the classes TensorFlow Serving's loader predicts for them, as serving.monitor reads them."""
+    export = packaged / "dist/mnist"
+    reference = json.loads((export / "assets.extra/reference.json").read_text())
+    images, _ = load_split("test", packaged / "data/prepared")
+    pixels = images.reshape(len(images), -1).astype(np.int64)
+    assert reference["images"] == len(images) == 10000 and reference["split"] == "test"
+    assert reference["image_shape"] == [28, 28, 1]
+    statistics = reference["statistics"]
+    expected = {
+        "mean_brightness": pixels.sum(axis=1) / 784,
+        "ink_share": (pixels > 127).sum(axis=1) / 784,
+    }
+    for name, values in expected.items():
+        np.testing.assert_allclose(statistics[name]["values"], np.sort(values), atol=5e-7)
+    served = run_signature_in_session(export, images, 1000)
+    assert reference["predicted_class"] == {
+        str(digit): int((served["class_index"] == digit).sum()) for digit in range(10)
+    }
+    np.testing.assert_allclose(
+        statistics["confidence"]["values"],
+        np.sort(served["probabilities"].max(axis=1)),
+        atol=2e-6,
+    )
+    card = json.loads((export / "assets.extra/model_card.json").read_text())
+    assert card["reference"]["file"] == "assets.extra/reference.json"
+    assert card["reference"]["means"]["mean_brightness"] == pytest.approx(pixels.mean(), abs=1e-6)
+    assert "monitor" not in card["params"]  # serving-side thresholds: not what made the model
 
 
 def test_model_card_says_where_the_model_was_trained(packaged: Path) -> None:

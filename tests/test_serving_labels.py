@@ -58,19 +58,37 @@ def test_canary_then_promote(host: Host, capsys) -> None:
         "",
     )
     assert served(host) == {"stable": 2, "canary": 3}
-    assert command(host, capsys, "promote")[0] == 0
+    before = host.labels.read_text()
+    assert command(host, capsys, "promote") == (  # no gateway: no evidence, no promotion
+        1,
+        "",
+        "labels: error: canary version 3 not promoted: no evidence: give --gateway URL, the"
+        " gateway in front of this server; stable is unchanged (--force promotes anyway,"
+        " recorded in the labels' history)\n",
+    )
+    assert host.labels.read_text() == before
+    code, out, err = command(host, capsys, "promote", "--force")
+    assert (code, out) == (0, f"labels: stable 3, canary none (written to {host.config})\n")
+    assert (
+        err == "labels: promoted by --force past: no evidence: give --gateway URL, the"
+        " gateway in front of this server\n"
+    )
     assert served(host) == {"stable": 3}
-    assert json.loads(host.labels.read_text()) == {
-        "stable": 3,
-        "canary": None,
-        "earlier_stables": [2],
-    }
+    state = json.loads(host.labels.read_text())
+    assert (state["stable"], state["canary"], state["earlier_stables"]) == (3, None, [2])
+    canary, promotion = state["history"]
+    assert (canary["command"], canary["stable"], canary["canary"]) == ("canary", 2, 3)
+    assert (promotion["command"], promotion["stable"], promotion["canary"]) == ("promote", 3, None)
+    assert promotion["forced_past"] == [
+        "no evidence: give --gateway URL, the gateway in front of this server"
+    ]
+    assert promotion["time"].endswith("Z") and promotion["time"] >= canary["time"]
 
 
 def test_rollback_walks_back_through_promotions_then_to_lower_versions(host: Host, capsys) -> None:
     for version in ("3", "4"):
         command(host, capsys, "canary", version)
-        command(host, capsys, "promote")
+        command(host, capsys, "promote", "--force")
     assert served(host) == {"stable": 4}
     stables = []
     for _ in range(3):

@@ -242,7 +242,7 @@ def test_two_releases_are_synced_verified_and_labelled(
     published = admin.get_object(Bucket=BUCKET, Key="labels/digits.json")["Body"].read()
     assert json.loads(published) == {"model": "digits", "stable": 2, "canary": 3}
     assert served(host) == ([1, 2, 3], {"stable": 2, "canary": 3})
-    assert label(host, capsys, "promote") == 0
+    assert label(host, capsys, "promote", "--force") == 0  # evidence: test_canary_promotion
     assert served(host) == ([1, 2, 3], {"stable": 3})
     assert label(host, capsys, "rollback") == 0
     assert served(host) == ([1, 2, 3], {"stable": 2})
