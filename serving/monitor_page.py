@@ -87,6 +87,10 @@ def label_section(name: str, label: dict) -> str:
     )
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def page(report: dict) -> str:
     window = report["window"]
     skipped = ", ".join(f"{count} {why}" for why, count in window["skipped_images"].items())
@@ -99,7 +103,7 @@ def page(report: dict) -> str:
 <style>{STYLE}</style></head><body>
 <h1>{escape(report["model"])}{version}:
 <span class="{VERDICT_CLASS[verdict]}">{escape(verdict)}</span></h1>
-<p>Captures in <code>{escape(window["captures"])}</code> ({window["files"]} files, from
+<p>Captures in <code>{escape(window["captures"])}</code> ({plural(window["files"], "file")}, from
 {escape(str(window["first"]))} to {escape(str(window["last"]))}) against the reference of
 <code>{escape(report["package"])}</code> ({report["reference"]["images"]}
 {escape(report["reference"]["split"])} images).

@@ -13,7 +13,8 @@ each workflow's ``when`` with CircleCI's logic statements (``and``, ``or``, ``no
 
 The variables CircleCI sets: ``CI``, ``CIRCLECI``, ``CIRCLE_BRANCH``, ``CIRCLE_SHA1``,
 ``CIRCLE_JOB``, ``CIRCLE_NODE_INDEX``/``CIRCLE_NODE_TOTAL`` (from ``parallelism``),
-``CIRCLE_WORKING_DIRECTORY``, ``CIRCLE_OIDC_TOKEN_V2`` (minted by the test issuer for the job's
+``CIRCLE_WORKING_DIRECTORY``, ``CIRCLE_PROJECT_USERNAME``/``CIRCLE_PROJECT_REPONAME``,
+``CIRCLE_OIDC_TOKEN_V2`` (minted by the test issuer for the job's
 ref, lifetime chosen by the caller), ``CIRCLE_REPOSITORY_URL`` (``REPOSITORY_URL``, a GitHub
 address: the origin here is a local folder), ``CIRCLE_BUILD_URL``, ``CIRCLE_WORKFLOW_JOB_ID`` and
 ``BASH_ENV``: an empty file that bash itself sources
@@ -335,6 +336,8 @@ class Rehearsal:
             "CIRCLE_WORKING_DIRECTORY": str(checkout),
             "CIRCLE_OIDC_TOKEN_V2": token,
             "CIRCLE_REPOSITORY_URL": REPOSITORY_URL,
+            "CIRCLE_PROJECT_USERNAME": "example-org",
+            "CIRCLE_PROJECT_REPONAME": "mnist-pipeline",
             "CIRCLE_BUILD_URL": "https://circleci.com/gh/example-org/mnist-pipeline/1",
             "CIRCLE_WORKFLOW_JOB_ID": str(uuid.uuid4()),
             "BASH_ENV": str(self.root / "bash_env"),

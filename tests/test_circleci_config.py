@@ -211,7 +211,7 @@ def test_a_pipeline_parameter_sends_the_gpu_jobs_to_a_self_hosted_runner(job: st
 def test_cpu_jobs_stay_on_the_cloud_whatever_the_gpu_runner() -> None:
     chosen = {"gpu-executor": "gpu-self-hosted"}
     cpu_jobs = [job for job in CONFIG_DATA["jobs"] if job not in GPU_JOBS]
-    assert cpu_jobs == ["test", "pr-report", "release", "sweep-table"]
+    assert cpu_jobs == ["test", "pr-report", "release", "sweep-table", "monitor"]
     for job in cpu_jobs:
         assert executor_of(CONFIG_DATA, job, chosen) == CONFIG_DATA["executors"]["cpu"], job
 
@@ -231,6 +231,8 @@ def test_the_runner_choice_is_an_enum_of_executors_the_config_has() -> None:
         ("a sweep from the API", {"sweep": "train.epochs=2", "sweep-nodes": 1}, ["sweep"]),
         ("the retrain schedule", {"retrain": True}, ["retrain"]),
         ("a retrain from the API", {"retrain": True, "retrain-reason": "drift"}, ["retrain"]),
+        ("the monitor schedule", {"monitor": True}, ["monitor"]),
+        ("a monitor of a given day", {"monitor": True, "monitor-day": "2026-12-06"}, ["monitor"]),
     ],
 )
 def test_each_trigger_runs_exactly_its_workflow(
@@ -254,7 +256,20 @@ def test_the_logic_statements_are_read_as_circleci_defines_them() -> None:
     assert not holds({"matches": {"pattern": "^main$", "value": "main2"}})
 
 
-@pytest.mark.parametrize("job", ["repro", "sweep", "nightly-audit", "release"])
+def test_the_monitor_runs_daily_on_main_with_the_api_context() -> None:
+    """The role first (the push role on main: it reads monitoring/ and claims the day), then the
+    monitor of the chosen day, its report kept; CIRCLE_TOKEN only through the context."""
+    steps = commands("monitor")
+    assert position("monitor", "python -m ci_jobs.monitor") > position("monitor", "web_identity")
+    assert 'python -m ci_jobs.monitor ${day:+--day "$day"}' in steps[-1]
+    assert "<< pipeline.parameters.monitor-day >>" not in steps[-1]  # filled in
+    assert step_kinds("monitor")[-1] == "store_artifacts"
+    (entry,) = CONFIG_DATA["workflows"]["monitor"]["jobs"]
+    assert entry["monitor"]["context"] == "circleci-api"
+    assert entry["monitor"]["filters"] == {"branches": {"only": "main"}}
+
+
+@pytest.mark.parametrize("job", ["repro", "sweep", "nightly-audit", "release", "monitor"])
 def test_no_static_credentials(job: str) -> None:
     text = CONFIG.read_text()
     environment = CONFIG_DATA["jobs"][job]["environment"]

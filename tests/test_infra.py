@@ -129,7 +129,7 @@ EVERY_BRANCH = {"main", "branch", "tag"}
 EXPECTED_TRUST = {"push": MAIN_ONLY, "read": EVERY_BRANCH, "release": MAIN_ONLY, "serving": set()}
 # What each role may list (s3:prefix) and read (s3:GetObject), exactly.
 LISTS = {
-    "push": ["dvc/*", "releases/*", "labels/*"],  # releases/, labels/: the champion
+    "push": ["dvc/*", "releases/*", "labels/*", "monitoring/*"],  # the champion; the monitor
     "read": ["dvc/*", "releases/*", "labels/*"],
     "release": ["dvc/*", "releases/*"],
     "serving": ["releases/*"],
@@ -139,6 +139,7 @@ READS = {
 }
 LABELS = f"{BUCKET_ARN}/labels/*"  # which release the hosts label stable: the champion
 MONITORING = f"{BUCKET_ARN}/monitoring/*"  # captured requests, write-once
+CLAIM = f"{BUCKET_ARN}/monitoring/*/retrain-requested.json"  # the monitor's claim on a day
 SERVING_TRUST = [
     {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
 ]
@@ -274,12 +275,14 @@ def permission_problems(rendered: dict) -> list[str]:
                 )
                 if not prefixes or any(prefix not in LISTS[role] for prefix in prefixes):
                     problems.append(f"{role} role may list outside its prefixes: {prefixes}")
-        for action in ("s3:DeleteObject", "s3:DeleteObjectVersion"):
-            if allowed_resources(statements, action):
-                problems.append(f"{role} role may {action}")
+        if allowed_resources(statements, "s3:DeleteObjectVersion"):
+            problems.append(f"{role} role may s3:DeleteObjectVersion")
+        deletes = allowed_resources(statements, "s3:DeleteObject")
+        if deletes != ([CLAIM] if role == "push" else []):
+            problems.append(f"{role} role may s3:DeleteObject on {deletes}")
         puts = allowed_resources(statements, "s3:PutObject")
         wanted_puts = {
-            "push": [f"{BUCKET_ARN}/dvc/*"],
+            "push": [f"{BUCKET_ARN}/dvc/*", CLAIM],
             "read": [],
             "release": [f"{BUCKET_ARN}/releases/*"],
             "serving": [LABELS, MONITORING],  # the host's labels; the gateway's captures
@@ -457,9 +460,14 @@ MUTATIONS = [
         "  ReleaseRole:",
     ),
     (
-        "s3:prefix: [dvc/*, releases/*, labels/*]",
+        "s3:prefix: [dvc/*, releases/*, labels/*, monitoring/*]",
         "s3:prefix: ['*']",
         "push role may list outside its prefixes",
+    ),
+    (
+        "Resource: !Sub ${Bucket.Arn}/monitoring/*/retrain-requested.json",
+        "Resource: !Sub ${Bucket.Arn}/monitoring/*",
+        "push role may s3:DeleteObject on",
     ),
     (
         "Action: s3:GetObject\n                Resource:\n",
@@ -737,3 +745,28 @@ def test_the_serving_role_reads_releases_and_nothing_else(template_bed, oidc_iss
     labels = read.get_object(Bucket=BUCKET, Key="labels/mnist.json")["Body"].read()
     assert labels == b'{"stable": 6}'
     assert refused(read.put_object, Key="labels/mnist.json", Body=b"{}")
+
+
+def test_the_monitor_reads_captures_and_claims_a_day_once(template_bed, oidc_issuer) -> None:
+    """The monitor job (push role, main): reads a day's captures, claims the day with
+    If-None-Match (a second claim is refused), withdraws its claim; nothing else there."""
+    from botocore.exceptions import ClientError
+
+    from testbed.s3 import BUCKET, PUSH_ROLE
+
+    serving = role_session(template_bed, oidc_issuer, BED_SERVING_ROLE, ref="refs/heads/any")
+    day = "monitoring/mnist/2026-12-06/"
+    capture = day + "capture-20261206T080000-1-000001.jsonl.gz"
+    serving.put_object(Bucket=BUCKET, Key=capture, Body=b"gzip", IfNoneMatch="*")
+    push = role_session(template_bed, oidc_issuer, PUSH_ROLE)
+    listed = push.list_objects_v2(Bucket=BUCKET, Prefix=day)["Contents"]
+    assert [item["Key"] for item in listed] == [capture]
+    assert push.get_object(Bucket=BUCKET, Key=capture)["Body"].read() == b"gzip"
+    claim = day + "retrain-requested.json"
+    push.put_object(Bucket=BUCKET, Key=claim, Body=b"{}", IfNoneMatch="*")
+    with pytest.raises(ClientError, match=r"PreconditionFailed|412"):
+        push.put_object(Bucket=BUCKET, Key=claim, Body=b"{}", IfNoneMatch="*")
+    push.delete_object(Bucket=BUCKET, Key=claim)
+    push.put_object(Bucket=BUCKET, Key=claim, Body=b"{}", IfNoneMatch="*")  # claimable again
+    assert refused(push.put_object, Key=day + "capture-x.jsonl.gz", Body=b"x", IfNoneMatch="*")
+    assert refused(push.delete_object, Key=capture)
