@@ -20,6 +20,10 @@ than its test digits) differ from the test digits' brightness with p = 0.017 ove
 for a KS statistic of 0.025. With fewer than ``monitor.min_images`` captured images a label gets
 no verdict: "too few captures", never "no drift".
 
+With labelled feedback (``--feedback``: captured images people sorted into class folders, after
+``--export`` wrote them out; ``serving/feedback.py``), each label's live accuracy, overall and per
+class, beside the model card's test accuracy.
+
 Exit status: 0 no drift, 3 drift, 4 too few captures for a verdict (for any label), 1 an error.
 Writes ``report.json`` and ``report.html`` (one page, opened offline) to ``--report``, and the
 verdict as Prometheus metrics to ``--textfile`` (for node_exporter's textfile collector).
@@ -47,6 +51,7 @@ from classifier.model_card import CARD_JSON
 from classifier.params import MonitorParams, load_params
 from classifier.reference import CONTINUOUS, REFERENCE_JSON, answer_statistics, image_statistics
 from serving.capture import OPEN, SUFFIX
+from serving.feedback import export_image, live_accuracy, pixel_digest, read_feedback
 from serving.monitor_page import page
 
 NO_DRIFT, DRIFT, TOO_FEW = "no drift", "drift", "too few captures"
@@ -66,6 +71,7 @@ class Reference:
     predicted: np.ndarray  # images per class
     values: dict[str, np.ndarray]
     split: str
+    test_accuracy: float | None  # the model card's, for the live accuracy beside it
 
 
 def load_reference(package: Path) -> Reference:
@@ -91,6 +97,7 @@ def load_reference(package: Path) -> Reference:
         predicted=np.array([raw["predicted_class"][name] for name in classes], dtype=np.int64),
         values={name: np.array(entry["values"]) for name, entry in raw["statistics"].items()},
         split=raw["split"],
+        test_accuracy=card.get("metrics", {}).get("accuracy"),
     )
 
 
@@ -101,13 +108,20 @@ class Traffic:
     requests: int = 0
     values: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in CONTINUOUS})
     predicted: list[int] = field(default_factory=list)
+    answered: dict[str, int] = field(default_factory=dict)  # pixel digest -> predicted class
 
     @property
     def images(self) -> int:
         return len(self.predicted)
 
-    def add(self, images: np.ndarray, predictions: list[dict]) -> None:
+    def add(self, images: np.ndarray, predictions: list[dict], export: Path | None) -> None:
         self.requests += 1
+        for image, prediction in zip(images, predictions, strict=True):
+            digest = pixel_digest(image)
+            if digest:
+                self.answered[digest] = int(prediction["class_index"])
+                if export:
+                    export_image(image, export)
         found = {
             **image_statistics(images),
             **answer_statistics(np.array([p["confidence"] for p in predictions])),
@@ -163,9 +177,11 @@ def read_window(
     reference: Reference,
     since: datetime | None = None,
     until: datetime | None = None,
+    export: Path | None = None,
 ) -> Window:
     """The captured images of the reference's model (and release version, if it has one)
-    between ``since`` and ``until``."""
+    between ``since`` and ``until``; with ``export``, each image also as a PNG in
+    ``export/<label>/`` (``serving/feedback.py``)."""
     window = Window()
     for path in capture_files(captures):
         window.files += 1
@@ -177,8 +193,9 @@ def read_window(
                     record.get("instances") or [1]
                 )
                 continue
-            window.traffic.setdefault(group_of(record), Traffic()).add(
-                images, record["predictions"]
+            group = group_of(record)
+            window.traffic.setdefault(group, Traffic()).add(
+                images, record["predictions"], export / group if export else None
             )
             window.first = min(window.first or record["time"], record["time"])
             window.last = max(window.last or record["time"], record["time"])
@@ -278,9 +295,17 @@ def share_by_class(classes: tuple[str, ...], counts: np.ndarray) -> dict[str, fl
     return {name: round(float(c / total), 6) for name, c in zip(classes, counts, strict=True)}
 
 
-def judge(traffic: Traffic, reference: Reference, params: MonitorParams) -> dict:
-    """One label's verdict, with every statistic's test, value and threshold."""
+def judge(
+    traffic: Traffic, reference: Reference, params: MonitorParams, truth: dict[str, int] | None
+) -> dict:
+    """One label's verdict, with every statistic's test, value and threshold; with labelled
+    feedback (``truth``), its live accuracy."""
     summary = {"requests": traffic.requests, "images": traffic.images}
+    if truth is not None:
+        summary["live_accuracy"] = {
+            **live_accuracy(traffic.answered, truth, reference.classes),
+            "test_accuracy": reference.test_accuracy,
+        }
     if traffic.images < params.min_images:
         return {
             **summary,
@@ -312,11 +337,24 @@ def monitor(
     params: MonitorParams,
     since: datetime | None = None,
     until: datetime | None = None,
+    feedback: Path | None = None,
+    export: Path | None = None,
 ) -> dict:
-    """The report on a window of captures against a package's reference."""
+    """The report on a window of captures against a package's reference (and on labelled
+    ``feedback``, if given; ``export``: the window's images as PNGs for people to label)."""
     reference = load_reference(package)
-    window = read_window(captures, reference, since, until)
-    labels = {name: judge(t, reference, params) for name, t in sorted(window.traffic.items())}
+    truth, other_shape = (
+        read_feedback(feedback, reference.image_shape, reference.classes) if feedback else (None, 0)
+    )
+    window = read_window(captures, reference, since, until, export)
+    labels = {
+        name: judge(traffic, reference, params, truth)
+        for name, traffic in sorted(window.traffic.items())
+    }
+    if truth is not None:
+        matched = set().union(*(t.answered for t in window.traffic.values())) & set(truth)
+        window.skipped["feedback images matching no capture"] = len(truth) - len(matched)
+        window.skipped["feedback images of another size"] = other_shape
     return {
         "verdict": overall([label["verdict"] for label in labels.values()]),
         "model": reference.model,
@@ -342,6 +380,13 @@ def summary_lines(report: dict) -> list[str]:
     lines = []
     for name, label in report["labels"].items():
         lines.append(f"monitor: {name}: {label['verdict']} ({label['images']} images)")
+        live = label.get("live_accuracy")
+        if live and live["images"]:
+            test = live["test_accuracy"]
+            lines.append(
+                f"monitor: {name}: live accuracy {live['accuracy']:.4f} on {live['images']}"
+                f" labelled images" + (f" (test {test:.4f})" if test is not None else "")
+            )
         for test in label["tests"]:
             if test["drift"]:
                 shift = test.get("class_shift", test["value"])
@@ -401,6 +446,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--until", type=aware_time, help="end of the window, ISO 8601 (UTC)")
     parser.add_argument("--report", type=Path, help="folder for report.json and report.html")
     parser.add_argument("--textfile", type=Path, help="a .prom file for node_exporter")
+    parser.add_argument("--feedback", type=Path, help="labelled images: <folder>/<class>/*.png")
+    parser.add_argument("--export", type=Path, help="write the window's images here, to label")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="its monitor:")
     return parser.parse_args(argv)
 
@@ -415,7 +462,9 @@ def aware_time(text: str) -> datetime:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     params = load_params(args.params).monitor
-    report = monitor(args.captures, args.package, params, args.since, args.until)
+    report = monitor(
+        args.captures, args.package, params, args.since, args.until, args.feedback, args.export
+    )
     if args.report:
         write_report(report, args.report)
     if args.textfile:

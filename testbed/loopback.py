@@ -9,10 +9,16 @@ from http.server import ThreadingHTTPServer
 from typing import Any
 
 
+class Server(ThreadingHTTPServer):
+    # The standard library's listen backlog is 5: a burst of new connections beyond it (a load
+    # test's 32 clients) is dropped and retried by TCP a second later.
+    request_queue_size = 128
+
+
 class Loopback:
     def __init__(self, handler: Any):
         """``handler``: a BaseHTTPRequestHandler class (or a partial that makes one)."""
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server = Server(("127.0.0.1", 0), handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     @property

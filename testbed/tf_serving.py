@@ -18,8 +18,11 @@ as its documentation gives it (tensorflow_serving/g3doc/api_rest.md), for one mo
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
+import signal
+import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -163,6 +166,8 @@ class FakeTensorFlowServing:
         fake = self
 
         class Handler(Quiet, BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # connections kept open, as TensorFlow Serving's
+
             def respond(self, method: str) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
@@ -182,3 +187,32 @@ class FakeTensorFlowServing:
                 self.respond("POST")
 
         return Handler
+
+
+def pair(text: str) -> tuple[str, str]:
+    key, _, value = text.partition("=")
+    if not key or not value:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    return key, value
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve in a process of its own (a benchmark's load must not share its interpreter) until
+    SIGTERM; prints ``tf_serving: listening on <url>`` once ready."""
+    parser = argparse.ArgumentParser(prog="python -m testbed.tf_serving", description=__doc__)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--version", type=pair, action="append", required=True, help="N=PATH")
+    parser.add_argument("--label", type=pair, action="append", default=[], help="LABEL=N")
+    args = parser.parse_args(argv)
+    versions = {int(number): Path(path) for number, path in args.version}
+    labels = {label: int(number) for label, number in args.label}
+    server = FakeTensorFlowServing(args.model, versions, labels).start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print(f"tf_serving: listening on {server.url}", flush=True)
+    stop.wait()
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()

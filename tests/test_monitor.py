@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from classifier.dataset import load_dataset, load_split, write_splits
@@ -319,3 +320,56 @@ def test_bad_input_is_one_line_and_exit_1(tmp_path: Path, workspace: Path) -> No
         assert result.returncode == (2 if "--since" in args else 1), result.stderr
         assert cause in result.stderr.strip().splitlines()[-1]
         assert result.stdout == ""
+
+
+def test_live_accuracy_from_labelled_feedback(tmp_path: Path, workspace: Path, model) -> None:
+    """Export the window's images, sort 120 of them into their true class folders as people
+    would, and the monitor measures how often the served answers were right."""
+    images, labels = mnist_test_digits()
+    chosen = np.random.default_rng(31).choice(HELD_OUT_DIGITS, 300, replace=False)
+    capture(tmp_path / "captures", model, images[chosen])
+    package = workspace / "dist/mnist"
+    exported = tmp_path / "export"
+    monitor(tmp_path / "captures", package, PARAMS, export=exported)
+    pngs = sorted((exported / "stable").glob("*.png"))
+    assert len(pngs) == len({images[i].tobytes() for i in chosen})  # one file per image
+    feedback = tmp_path / "feedback"
+    by_pixels = {images[i].tobytes(): int(labels[i]) for i in chosen}
+    for path in pngs[:120]:  # what people judged
+        pixels = np.asarray(Image.open(path))[..., np.newaxis]
+        (feedback / str(by_pixels[pixels.tobytes()])).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, feedback / str(by_pixels[pixels.tobytes()]) / path.name)
+    stranger = images[HELD_OUT_DIGITS[~np.isin(HELD_OUT_DIGITS, chosen)][0], ..., 0]
+    Image.fromarray(stranger).save(feedback / "3/never-captured.png")
+    Image.fromarray(stranger).resize((32, 32)).save(feedback / "3/resized.png")
+
+    report = monitor(tmp_path / "captures", package, PARAMS, feedback=feedback)
+    live = report["labels"]["stable"]["live_accuracy"]
+    judged = [
+        index
+        for index in chosen
+        if any(images[index].tobytes() == np.asarray(Image.open(p))[..., None].tobytes()
+               for p in pngs[:120])
+    ]  # fmt: skip
+    predicted = model.predict(images[judged], verbose=0).argmax(axis=1)
+    assert live["images"] == 120
+    assert live["accuracy"] == round(float((predicted == labels[judged]).mean()), 6)
+    sevens = labels[judged] == 7
+    assert live["per_class"]["7"] == {
+        "images": int(sevens.sum()),
+        "recall": round(float((predicted[sevens] == 7).mean()), 6),
+    }
+    assert (
+        live["test_accuracy"]
+        == json.loads((package / CARD_JSON).read_text())["metrics"]["accuracy"]
+    )
+    skipped = report["window"]["skipped_images"]
+    assert skipped["feedback images matching no capture"] == 1
+    assert skipped["feedback images of another size"] == 1
+    result = run_monitor(
+        "--captures", str(tmp_path / "captures"), "--package", str(package),
+        "--feedback", str(feedback),
+    )  # fmt: skip
+    assert f"monitor: stable: live accuracy {live['accuracy']:.4f} on 120 labelled images" in (
+        result.stdout
+    )
