@@ -9,16 +9,22 @@ start-up and the imports (about half a second) would otherwise be a large, noisy
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import re
 import sys
 import time
+from pathlib import Path
 
 PREFIX = "stage_clock: "
+STAGES = Path(__file__).resolve().parent.parent / "stages"
 
 
-def main() -> None:
-    stage = importlib.import_module(f"stages.{sys.argv[1]}")
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.stage_clock", description=__doc__)
+    stages = sorted(p.stem for p in STAGES.glob("*.py") if not p.stem.startswith("_"))
+    parser.add_argument("stage", choices=stages, help="the stage to run and time")
+    stage = importlib.import_module(f"stages.{parser.parse_args(argv).stage}")
     started = time.perf_counter()
     stage.main()
     print(f"{PREFIX}{time.perf_counter() - started:.6f}")

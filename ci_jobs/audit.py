@@ -10,6 +10,7 @@ changed (or that appeared or vanished) fails the job, named with both hashes.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -37,10 +38,11 @@ def differences(before: dict[str, str], after: dict[str, str]) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print("usage: python -m ci_jobs.audit BEFORE_LOCK AFTER_LOCK", file=sys.stderr)
-        return 2
-    before, after = (output_hashes(Path(path).read_text()) for path in argv)
+    parser = argparse.ArgumentParser(prog="python -m ci_jobs.audit", description=__doc__)
+    parser.add_argument("before", type=Path, help="the dvc.lock of the pushed outputs")
+    parser.add_argument("after", type=Path, help="the dvc.lock of the forced re-run")
+    args = parser.parse_args(argv)
+    before, after = (output_hashes(path.read_text()) for path in (args.before, args.after))
     changed = differences(before, after)
     if changed:
         print("\n".join(changed))

@@ -18,6 +18,7 @@ is never worth failing the job for, so ``base`` always prints a revision and exi
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -104,19 +105,21 @@ def base(commit: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    if argv[:1] == ["save"] and len(argv) == 1:
-        try:
-            where = save(os.environ["CIRCLE_SHA1"])
-        except (BotoCoreError, ClientError, BucketError, KeyError) as error:
-            print(f"main_lock: error: main's dvc.lock was not kept ({error!r})", file=sys.stderr)
-            return 1
-        print(f"main_lock: dvc.lock kept at {where}")
+    parser = argparse.ArgumentParser(prog="python -m ci_jobs.main_lock", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("save", help="keep this commit's dvc.lock as main's (CIRCLE_SHA1)")
+    commands.add_parser("base", help="the main commit to compare with").add_argument("commit")
+    args = parser.parse_args(argv)
+    if args.command == "base":
+        print(base(args.commit))
         return 0
-    if argv[:1] == ["base"] and len(argv) == 2:
-        print(base(argv[1]))
-        return 0
-    print("usage: python -m ci_jobs.main_lock save | base <commit>", file=sys.stderr)
-    return 2
+    try:
+        where = save(os.environ["CIRCLE_SHA1"])
+    except (BotoCoreError, ClientError, BucketError, KeyError) as error:
+        print(f"main_lock: error: main's dvc.lock was not kept ({error!r})", file=sys.stderr)
+        return 1
+    print(f"main_lock: dvc.lock kept at {where}")
+    return 0
 
 
 if __name__ == "__main__":

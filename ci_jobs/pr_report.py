@@ -18,6 +18,7 @@ in both locks for them). ``GITHUB_API_URL`` points it at GitHub Enterprise, or a
 
 from __future__ import annotations
 
+import argparse
 import http.client
 import json
 import os
@@ -219,13 +220,15 @@ def post_report(environ: dict[str, str], metrics_diff: str, params_diff: str) ->
 def main(argv: list[str], environ: dict[str, str]) -> int:
     """``JOB.json``: the CircleCI variables of the job whose artifacts to link (the repro job,
     when a job of its own writes the report), over this job's."""
-    if len(argv) not in (2, 3):
-        print("usage: python -m ci_jobs.pr_report METRICS.md PARAMS.md [JOB.json]", file=sys.stderr)
-        return 2
+    parser = argparse.ArgumentParser(prog="python -m ci_jobs.pr_report", description=__doc__)
+    parser.add_argument("metrics", type=Path, help="`dvc metrics diff --md` of the build")
+    parser.add_argument("params", type=Path, help="`dvc params diff --md` of the build")
+    parser.add_argument("job", type=Path, nargs="?", help="JOB.json: the repro job's variables")
+    args = parser.parse_args(argv)
     try:
-        metrics_diff, params_diff = (Path(name).read_text() for name in argv[:2])
-        if len(argv) == 3:
-            environ = {**environ, **json.loads(Path(argv[2]).read_text())}
+        metrics_diff, params_diff = args.metrics.read_text(), args.params.read_text()
+        if args.job:
+            environ = {**environ, **json.loads(args.job.read_text())}
         done = post_report(environ, metrics_diff, params_diff)
     except ReportSkipped as skipped:
         print(f"pr-report: no comment written: {skipped}; the report is in the job's artifacts")

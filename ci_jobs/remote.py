@@ -23,6 +23,7 @@ seen before. Two things DVC does not do well are handled here:
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import re
@@ -170,14 +171,25 @@ def fail(action: str, output: str) -> int:
     return 1
 
 
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m ci_jobs.remote", description=__doc__)
+    commands = parser.add_subparsers(dest="action", required=True)
+    for action, what in (
+        ("push", "dvc push, then the run-cache; [dvc push options]"),
+        ("pull", "dvc pull; [dvc pull options]"),
+        ("dvc", "any dvc command, its remote failures explained; <dvc arguments>"),
+    ):
+        command = commands.add_parser(action, help=what, prefix_chars="\0")  # all passed to dvc
+        command.add_argument("arguments", nargs=argparse.REMAINDER)
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("push", "pull", "dvc"):
-        print("usage: remote.py push|pull [dvc options] | dvc <dvc arguments>", file=sys.stderr)
-        return 2
-    action = argv[0]
+    args = parse_args(argv)
+    action = args.action
     if action == "dvc":
-        return guarded(argv[1:])
-    result = subprocess.run(dvc_command(action, argv[1:]), capture_output=True, text=True)
+        return guarded(args.arguments)
+    result = subprocess.run(dvc_command(action, args.arguments), capture_output=True, text=True)
     sys.stdout.write(result.stdout)
     if result.returncode:
         return fail(action, result.stderr)

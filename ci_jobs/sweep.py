@@ -12,6 +12,7 @@ fixes matrix values when it compiles the config, so a list given at run time is 
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -101,21 +102,32 @@ def table(text: str, directory: Path) -> str:
     return "\n".join(["# Sweep", "", *lines, "", note, ""])
 
 
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m ci_jobs.sweep", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    node = commands.add_parser("args", help="this node's `dvc exp run` options")
+    node.add_argument("sets", help="the param sets, separated by ';'")
+    keep = commands.add_parser("record", help="write this node's metrics to DIR")
+    keep.add_argument("sets")
+    keep.add_argument("folder", type=Path)
+    tabled = commands.add_parser("table", help="the nodes' metrics as a Markdown table, to OUT")
+    tabled.add_argument("sets")
+    tabled.add_argument("folder", type=Path)
+    tabled.add_argument("out", type=Path)
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str], environ: dict[str, str]) -> int:
-    usage = "usage: python -m ci_jobs.sweep args SETS | record SETS DIR | table SETS DIR OUT"
-    commands = {"args": 2, "record": 3, "table": 4}
-    if not argv or commands.get(argv[0]) != len(argv):
-        print(usage, file=sys.stderr)
-        return 2
+    args = parse_args(argv)
     try:
-        if argv[0] == "args":
-            _, overrides = node_set(parse_sets(argv[1]), environ)
+        if args.command == "args":
+            _, overrides = node_set(parse_sets(args.sets), environ)
             print(" ".join(f"-S {override}" for override in overrides))
-        elif argv[0] == "record":
-            print(f"sweep: metrics written to {record(argv[1], environ, Path(argv[2]))}")
+        elif args.command == "record":
+            print(f"sweep: metrics written to {record(args.sets, environ, args.folder)}")
         else:
-            Path(argv[3]).write_text(table(argv[1], Path(argv[2])))
-            print(Path(argv[3]).read_text())
+            args.out.write_text(table(args.sets, args.folder))
+            print(args.out.read_text())
     except SweepError as error:
         print(f"sweep: error: {error}", file=sys.stderr)
         return 1

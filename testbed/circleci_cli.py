@@ -7,6 +7,7 @@ issuer mints it, for the job's ref and the audience asked for (``REHEARSAL_OIDC_
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -16,11 +17,18 @@ import urllib.request
 MINT_URL_ENV = "REHEARSAL_OIDC_MINT_URL"
 
 
-def audience(argv: list[str]) -> str:
-    """The ``aud`` of ``run oidc get --claims '{"aud": ...}'``; anything else is refused."""
-    if argv[:3] != ["run", "oidc", "get"] or len(argv) != 5 or argv[3] != "--claims":
-        raise ValueError("only `circleci run oidc get --claims JSON` is rehearsed")
-    claims = json.loads(argv[4])
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """``run oidc get --claims JSON``, as CircleCI's CLI takes it; anything else is refused."""
+    parser = argparse.ArgumentParser(prog="circleci (rehearsal)", description=__doc__)
+    run = parser.add_subparsers(dest="command", required=True).add_parser("run")
+    oidc = run.add_subparsers(dest="what", required=True).add_parser("oidc")
+    get = oidc.add_subparsers(dest="verb", required=True).add_parser("get")
+    get.add_argument("--claims", required=True, type=json.loads, help='e.g. {"aud": "..."}')
+    return parser.parse_args(argv)
+
+
+def audience(claims: dict) -> str:
+    """The ``aud`` asked for; only that claim can be customised here."""
     if set(claims) != {"aud"}:
         raise ValueError("only the aud claim can be customised")
     return claims["aud"]
@@ -28,7 +36,7 @@ def audience(argv: list[str]) -> str:
 
 def main(argv: list[str]) -> int:
     try:
-        aud = audience(argv)
+        aud = audience(parse_args(argv).claims)
     except ValueError as error:
         print(f"circleci (rehearsal): error: {error}", file=sys.stderr)
         return 1

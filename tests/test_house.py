@@ -75,3 +75,16 @@ def test_the_checks_see_an_offence(tmp_path: Path) -> None:
         files=lambda package: [sample],
     )
     assert len(found) == 1 and found[0].endswith("sample.py imports tests.test_infra")
+
+
+def test_every_command_line_is_read_by_argparse() -> None:
+    """A module that takes command-line arguments parses them with argparse (its usage, help and
+    one-line errors), never by indexing ``argv`` by hand."""
+    by_hand = []
+    for package in PACKAGES[:-1]:  # not the tests
+        for path in modules(package):
+            text = path.read_text()
+            takes_arguments = "sys.argv" in text or "def main(argv" in text
+            if takes_arguments and "argparse" not in {module for module, _ in imports(path)}:
+                by_hand.append(os.path.relpath(path, REPO_ROOT))
+    assert by_hand == []
