@@ -15,10 +15,10 @@ that configuration differ from machine to machine by default:
   how a matrix product or a reduction is split, so how its partial sums are added: fixed at 2;
 - oneDNN (which TensorFlow's matrix products and convolutions go through, even with its custom
   ops off) picks its kernels by the CPU's instruction set, and its AVX2 and AVX-512 kernels block
-  the work differently on different CPUs (measured: an AMD EPYC and an Intel Xeon, both capped at
-  AVX2, trained different weights; capped at AVX, the same). So oneDNN is capped at AVX, which
-  every CPU that TensorFlow's x86-64 wheels run on has, and TensorFlow's oneDNN custom ops, on by
-  default on CPUs with AVX-512 VNNI/BF16 or AMX, are off.
+  the work differently on different CPUs. So oneDNN is capped at AVX, which every CPU that
+  TensorFlow's x86-64 wheels run on has, and TensorFlow's oneDNN custom ops, on by default on
+  CPUs with AVX-512 VNNI/BF16 or AMX, are off (docs/reproducibility.md: what was measured on
+  which CPUs, and what the recipe costs).
 
 A variable already set in the environment is left as it is (to trade the committed bytes for
 speed on a big server, say): ``reports/train.json`` records what was in effect.
@@ -42,5 +42,8 @@ if "tensorflow" in sys.modules and any(name not in os.environ for name in CPU_RE
 for _name, _value in CPU_RECIPE.items():
     os.environ.setdefault(_name, _value)
 
-# Set before any stage imports TensorFlow: hide its C++ info/warning chatter.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Before any stage imports TensorFlow: its start-up chatter hidden, then its C++ info and
+# warnings (classifier/quiet_start.py; a user's own TF_CPP_MIN_LOG_LEVEL shows everything).
+from classifier import quiet_start  # noqa: E402 (after the recipe, before TensorFlow)
+
+quiet_start.install()

@@ -72,7 +72,7 @@ def build_model(
         keras.config.set_dtype_policy(previous_policy)
     model.compile(
         optimizer=OPTIMIZERS[params.optimizer](learning_rate=params.learning_rate),
-        # Labels arrive one-hot (stages.train.one_hot), as label smoothing needs them.
+        # Labels arrive one-hot (classifier.streams.one_hot), as label smoothing needs them.
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=params.label_smoothing),
         metrics=["accuracy"],
         # Saved with the model. Keras' default, "auto", would save True when built on a GPU, yet

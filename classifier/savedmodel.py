@@ -8,11 +8,13 @@ signature's tensors by name. An export can pass the TF2 loader and still fail th
 reading variable handles that the saver does not restore), so the ``package`` stage checks both,
 and a serving host can check a synced model before a server loads it. Needs only TensorFlow and
 NumPy, not Keras or the rest of the pipeline. TensorFlow logs that this loader is deprecated for
-``tf.saved_model.load``: that is the TF2 loader, not the one TensorFlow Serving uses.
+``tf.saved_model.load``: that is the TF2 loader, not the one TensorFlow Serving uses, so that one
+note is left out of the output (:class:`WithoutDeprecationNote`).
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,16 @@ SERVING_TAG = "serve"  # the MetaGraph TensorFlow Serving loads (tf.saved_model.
 SIGNATURE = "serving_default"
 INPUT = "images"
 PREDICT_BATCH = 1000  # images per inference call: bounds the memory predicting takes
+
+
+class WithoutDeprecationNote(logging.Filter):
+    """Drops TensorFlow's note that the TF1 loader is deprecated: it is used on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "saved_model.loader_impl) is deprecated" not in record.getMessage()
+
+
+tf.get_logger().addFilter(WithoutDeprecationNote())
 
 
 def signature_input_shape(directory: Path) -> tuple[int | None, ...]:

@@ -17,137 +17,31 @@ al. 2017, "Accurate, Large Minibatch SGD", with the warm-up the schedule already
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
-import numpy as np
 import tensorflow as tf
 from dvclive import Live
 from dvclive.keras import DVCLiveCallback
 
 from classifier import runtime
 from classifier.dataset import CONTRACT_FILE, load_dataset
-from classifier.errors import StageError, run_stage
-from classifier.files import remove, write_json
+from classifier.errors import run_stage
+from classifier.files import write_json
 from classifier.model import load_model, save_model
 from classifier.params import TrainParams, load_params
 from classifier.paths import Paths
+from classifier.resume import Checkpoint, TrainingState, fingerprint
 from classifier.streams import one_hot, split_batches, training_batches
+from classifier.training import StopOnNaN, learning_rate_schedule, scaled_learning_rate
 
 
-def learning_rate_schedule(
-    base_rate: float, params: TrainParams, steps_per_epoch: int
-) -> float | keras.optimizers.schedules.LearningRateSchedule:
-    """``build.learning_rate`` held constant, or warmed up linearly then cosine-decayed per step."""
-    if params.lr_schedule == "constant":
-        return base_rate
-    total = params.epochs * steps_per_epoch
-    warmup = round(total * params.warmup_fraction)
-    if not warmup:
-        return keras.optimizers.schedules.CosineDecay(base_rate, total)
-    return keras.optimizers.schedules.CosineDecay(
-        0.0, total - warmup, warmup_target=base_rate, warmup_steps=warmup
-    )
-
-
-class StopOnNaN(keras.callbacks.Callback):
-    """Fail fast, with the cause, instead of Keras' silent ``TerminateOnNaN``."""
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        loss = float((logs or {}).get("loss", 0.0))
-        if not math.isfinite(loss):
-            raise StageError(
-                f"training loss became {loss} at epoch {self.epoch + 1}, batch {batch + 1};"
-                " lower build.learning_rate (or check the data) and run again"
-            )
-
-
-def scaled_learning_rate(base_rate: float, replicas: int) -> float:
-    """``build.learning_rate`` is for one replica's batch; k replicas make a k times larger global
-    batch, so the rate grows k times too (linear scaling rule, Goyal et al. 2017)."""
-    return base_rate * replicas
-
-
-def fingerprint(params: TrainParams, inputs: list[Path], environment: dict) -> str:
-    """Identifies a training run: a checkpoint is only resumed by the run that made it.
-
-    The environment is part of it: a checkpoint made on other hardware (e.g. another replica
-    count, hence another global batch) would not continue the same run.
-    """
-    digest = hashlib.sha256(params.model_dump_json().encode())
-    digest.update(json.dumps(environment, sort_keys=True).encode())
-    digest.update(Path(__file__).read_bytes())
-    for path in inputs:
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
-def unsaved_state(model: keras.Model) -> list:
-    """Variables the ``.keras`` format leaves out: the random-number state of e.g. Dropout.
-
-    Restoring them is what makes a resumed epoch drop the same units as an uninterrupted one.
-    """
-    saved = {id(weight) for weight in model.weights}
-    return [variable for variable in model.variables if id(variable) not in saved]
-
-
-class TrainingState:
-    """The resume checkpoint: model + optimizer after the last finished epoch, and the history."""
-
-    def __init__(self, directory: Path, run_fingerprint: str):
-        self.directory = directory
-        self.model_file = directory / "checkpoint.keras"
-        self.progress_file = directory / "progress.json"
-        self.run_fingerprint = run_fingerprint
-
-    def load(self) -> tuple[keras.Model, list[dict]] | None:
-        """The checkpoint of this same run, if there is one; any other checkpoint is discarded.
-
-        A checkpoint of other params, code or inputs is superseded: it can never be resumed.
-        """
-        if not self.directory.exists():
-            return None
-        try:
-            progress = json.loads(self.progress_file.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            progress = {}
-        if progress.get("fingerprint") != self.run_fingerprint or not self.model_file.exists():
-            print(f"train: discarding {self.directory}/, the checkpoint of another run")
-            self.clear()
-            return None
-        model = load_model(self.model_file)
-        for variable, value in zip(unsaved_state(model), progress["unsaved_state"], strict=True):
-            variable.assign(np.asarray(value, dtype=variable.dtype))
-        return model, progress["history"]
-
-    def save(self, model: keras.Model, history: list[dict]) -> None:
-        # Model first, then progress: progress never points at a checkpoint that isn't complete.
-        save_model(model, self.model_file)
-        progress = {
-            "fingerprint": self.run_fingerprint,
-            "history": history,
-            "unsaved_state": [keras.ops.convert_to_numpy(v).tolist() for v in unsaved_state(model)],
-        }
-        write_json(self.progress_file, progress)
-
-    def clear(self) -> None:
-        remove(self.directory)
-
-
-class Checkpoint(keras.callbacks.Callback):
-    def __init__(self, state: TrainingState, history: list[dict]):
-        super().__init__()
-        self.state, self.history = state, history
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self.history.append({name: float(value) for name, value in (logs or {}).items()})
-        self.state.save(self.model, self.history)
+@dataclass(frozen=True)
+class Trained:
+    history: list[dict]  # per epoch, the metrics Keras logged
+    report: dict  # what reports/train.json says: where and how it trained
 
 
 def train(
@@ -155,8 +49,9 @@ def train(
     paths: Paths,
     extra_callbacks: tuple[keras.callbacks.Callback, ...] = (),
     strategy: tf.distribute.Strategy | None = None,
-) -> list[dict]:
-    """Train (or resume training) and save the model; return the per-epoch metric history.
+) -> Trained:
+    """Train (or resume training: ``classifier/resume.py``) and save the model; return the
+    per-epoch metric history and the report of where and how it trained.
 
     ``strategy`` defaults to the one the visible devices call for (``runtime.choose_strategy``);
     tests pass ``MirroredStrategy(["/cpu:0"])`` to run the distributed path on a CPU.
@@ -169,7 +64,7 @@ def train(
     replicas = strategy.num_replicas_in_sync
     global_batch = params.batch_size * replicas
     dataset = load_dataset(prepared_dir)
-    inputs = [untrained_model, prepared_dir / CONTRACT_FILE] + [
+    inputs = [Path(__file__), untrained_model, prepared_dir / CONTRACT_FILE] + [
         path
         for split in ("train", "validation")
         for path in dataset.shard_paths(prepared_dir, split)
@@ -211,18 +106,15 @@ def train(
     if len(history) == params.epochs:  # a callback may have stopped training early
         live.end()
     save_model(model, paths.trained_model)
-    write_json(
-        paths.train_report,
-        {**environment, "global_batch_size": global_batch, "peak_learning_rate": peak_rate},
-    )
+    report = {**environment, "global_batch_size": global_batch, "peak_learning_rate": peak_rate}
+    write_json(paths.train_report, report)
     state.clear()
-    return history
+    return Trained(history, report)
 
 
 def main() -> None:
-    paths = Paths()
-    history = train(load_params().train, paths)
-    environment = json.loads(paths.train_report.read_text())
+    trained = train(load_params().train, Paths())
+    environment, history = trained.report, trained.history
     print(
         f"train: on {environment['device']}, {environment['strategy']} strategy with"
         f" {environment['replicas']} replica(s), {environment['precision_policy']}"

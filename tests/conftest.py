@@ -13,7 +13,7 @@ from filelock import FileLock
 
 from testbed.loopback import Loopback, Quiet
 from testbed.repo import DvcRepo, commit_all, write_params
-from tests.helpers import (
+from testbed.suite import (
     SHARED_MNIST,
     RanPipeline,
     fast_params,

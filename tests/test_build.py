@@ -23,7 +23,7 @@ from classifier.model import (
 from classifier.params import BuildParams
 from classifier.runtime import FULL, MIXED, precision_policy
 from testbed.repo import write_params
-from tests.helpers import fast_params, run_module, write_prepared_subset
+from testbed.suite import fast_params, run_module, write_prepared_subset
 
 
 def _params(**changes) -> BuildParams:

@@ -19,8 +19,8 @@ from serving.labels import Labels
 from serving.layout import Host
 from testbed.gateway import GatewayProcess
 from testbed.repo import write_params
+from testbed.suite import default_params, read_shared_mnist
 from testbed.tf_serving import FakeTensorFlowServing
-from tests.helpers import default_params, read_shared_mnist
 
 CLASSES = tuple(str(digit) for digit in range(10))
 

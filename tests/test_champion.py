@@ -14,7 +14,7 @@ from classifier.paths import Paths
 from serving.manifest import describe, render
 from stages.train import train
 from testbed.repo import write_params
-from tests.helpers import (
+from testbed.suite import (
     error_line,
     export_package,
     fast_params,

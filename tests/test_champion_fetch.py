@@ -26,7 +26,7 @@ from testbed.s3 import (
     use_test_bucket,
     with_credentials,
 )
-from tests.helpers import write_unreleased_card
+from testbed.suite import write_unreleased_card
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ from testbed.s3 import (
     iam_config,
     role_client,
 )
-from tests.helpers import fast_params
+from testbed.suite import fast_params
 
 pytestmark = pytest.mark.slow
 REPRO = "Reproduce (pull what the remote has, run only what it never ran)"

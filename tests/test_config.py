@@ -10,7 +10,7 @@ from dvc.utils.hydra import apply_overrides
 from classifier.errors import StageError
 from classifier.params import BuildParams, feature_map_size, load_params, parse_params
 from testbed.repo import REPO_ROOT, write_params
-from tests.helpers import default_params, error_line, run_module
+from testbed.suite import default_params, error_line, run_module
 
 
 def test_repository_params_are_valid() -> None:

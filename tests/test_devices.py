@@ -14,7 +14,7 @@ from classifier.mnist import MNIST_MODEL_IO
 from classifier.model import build_model, load_model, save_model
 from classifier.params import BuildParams, parse_params
 from classifier.runtime import DEFAULT, FULL, MIRRORED, MIXED, StrategyChoice, choose_strategy
-from tests.helpers import fast_params
+from testbed.suite import fast_params
 
 
 def _build_params() -> BuildParams:

@@ -13,7 +13,7 @@ from classifier.dataset import load_split
 from classifier.evaluation import classification_metrics, gate_failures
 from classifier.params import TestParams
 from classifier.pictures import most_confident_errors, worst_misclassified_grid
-from tests.helpers import fast_params, run_module, stage_workspace
+from testbed.suite import fast_params, run_module, stage_workspace
 
 CLASSES = tuple(str(digit) for digit in range(10))
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from testbed.repo import BIN, DvcRepo
-from tests.helpers import RanPipeline, small_project
+from testbed.suite import RanPipeline, small_project
 
 pytestmark = pytest.mark.slow
 README_MIRROR = "../shared/datasets/mnist"  # the README's setting, relative to the repository

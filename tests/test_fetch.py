@@ -14,7 +14,7 @@ from classifier.errors import StageError
 from classifier.mnist import PUBLIC_MIRRORS, RAW_FILES, TRAIN_LABELS
 from stages.fetch import fetch_all, mirror_sources
 from testbed.repo import write_params
-from tests.helpers import default_params, error_line, run_module
+from testbed.suite import default_params, error_line, run_module
 
 
 def _copy_mirror(source: Path, target: Path) -> Path:

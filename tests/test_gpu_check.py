@@ -17,7 +17,7 @@ import pytest
 
 from classifier import runtime
 from testbed.repo import REPO_ROOT
-from tests.helpers import default_params
+from testbed.suite import default_params
 
 
 def test_without_a_gpu_it_stops_with_one_line(tmp_path: Path) -> None:

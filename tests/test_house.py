@@ -1,6 +1,7 @@
 """The house rules the code's layout keeps: tests and benchmarks are peers that share helpers from
-``testbed`` (and tests their own ``tests/helpers.py``), never import one another, and nothing
-imports a private name from another package."""
+``testbed`` (the suite's own in ``testbed/suite.py``), never import one another; ``tests/``
+holds only tests and their conftest; nothing imports a private name from another package; every
+command line is read by argparse."""
 
 from __future__ import annotations
 
@@ -44,9 +45,18 @@ def offences(packages: tuple[str, ...], rule, files=modules) -> list[str]:
 
 def test_no_test_module_is_imported_by_another_module() -> None:
     def imports_a_test(package: str, module: str, name: str | None) -> bool:
-        return name is None and module.startswith("tests.") and module != "tests.helpers"
+        return name is None and module.startswith("tests.")
 
     assert offences(PACKAGES, imports_a_test) == []
+
+
+def test_tests_holds_only_tests_and_their_conftest() -> None:
+    others = [
+        path.name
+        for path in modules("tests")
+        if not path.name.startswith("test_") and path.name not in ("conftest.py", "__init__.py")
+    ]
+    assert others == []
 
 
 def test_benchmarks_and_testbed_never_import_tests() -> None:

@@ -19,7 +19,7 @@ from classifier.paths import Paths
 from stages.prepare import prepare
 from testbed.images import SHAPES, coloured_shapes, save_image, write_class_folders
 from testbed.repo import write_params
-from tests.helpers import (
+from testbed.suite import (
     default_params,
     error_line,
     read_shared_mnist,

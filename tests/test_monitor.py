@@ -27,8 +27,8 @@ from serving.capture import CaptureFiles
 from serving.monitor import DRIFT, NO_DRIFT, TOO_FEW, monitor
 from testbed.gateway import GatewayProcess
 from testbed.repo import REPO_ROOT, write_params
+from testbed.suite import fast_params, read_shared_mnist
 from testbed.tf_serving import FakeTensorFlowServing
-from tests.helpers import fast_params, read_shared_mnist
 
 PARAMS = load_params(REPO_ROOT / "params.yaml").monitor  # the defaults are what is tested
 

@@ -12,7 +12,7 @@ import pytest
 
 from testbed.images import SHAPES, coloured_shapes, save_image, write_class_folders
 from testbed.repo import DvcRepo, copy_of_repository
-from tests.helpers import readme_commands, saved_model_cli_run
+from testbed.suite import readme_commands, saved_model_cli_run
 
 PER_CLASS = 120
 SIZE = 64

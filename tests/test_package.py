@@ -5,8 +5,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +29,7 @@ from classifier.paths import Paths
 from classifier.savedmodel import predict_with_export, run_signature_in_session
 from stages.predict import load_image, trained_on
 from testbed.repo import REPO_ROOT, write_params
-from tests.helpers import (
+from testbed.suite import (
     error_line,
     fast_params,
     read_shared_mnist,
@@ -48,6 +51,7 @@ def packaged(
         result = run_module(stage, directory, env={"MNIST_MIRROR": str(shared_mnist)})
         assert result.returncode == 0, result.stderr
     assert "package: verified SavedModel written to dist/mnist" in result.stdout
+    assert result.stderr == "", result.stderr  # no start-up chatter, no loader deprecation note
     return directory
 
 
@@ -453,6 +457,22 @@ def test_predict_command_names_the_real_digits(tmp_path: Path, packaged: Path) -
     np.testing.assert_allclose(confidences, 100 * expected.max(axis=1), atol=0.051)
     correct = sum(digit == label for (_, digit, _), label in zip(predictions, labels, strict=True))
     assert correct >= 15  # a small model trained briefly on 3,000 images; chance would be 2
+
+
+def test_predict_prints_one_line_per_image_and_nothing_else(tmp_path: Path, packaged: Path) -> None:
+    """TensorFlow's start-up chatter (absl's notice, CUDA's probing on a machine without a GPU)
+    is not the user's business (classifier/quiet_start.py), unless TF_CPP_MIN_LOG_LEVEL says
+    it is."""
+    paths, _ = _digit_files(tmp_path, 2)
+    environment = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    environment["PYTHONPATH"] = str(REPO_ROOT)
+    command = [sys.executable, "-m", "stages.predict", *map(str, paths)]
+    quiet = subprocess.run(command, cwd=packaged, env=environment, capture_output=True, text=True)
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
+    assert len(quiet.stdout.splitlines()) == 2
+    asked = {**environment, "TF_CPP_MIN_LOG_LEVEL": "0"}
+    chatty = subprocess.run(command, cwd=packaged, env=asked, capture_output=True, text=True)
+    assert chatty.stdout == quiet.stdout and chatty.stderr != ""  # the user's value wins
 
 
 def test_predict_reports_every_file_and_fails_if_any_did(tmp_path: Path, packaged: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from testbed.repo import ALL_STAGES, DvcRepo
-from tests.helpers import RanPipeline
+from testbed.suite import RanPipeline
 
 pytestmark = pytest.mark.slow
 

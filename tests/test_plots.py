@@ -25,7 +25,7 @@ from PIL import Image
 from reporting import vega_libraries
 from reporting.plots_page import metrics_table, numeric_leaves
 from testbed.repo import REPO_ROOT, DvcRepo, commit_all
-from tests.helpers import RanPipeline
+from testbed.suite import RanPipeline
 
 CHROMIUM = Path("/usr/bin/chromium")
 TEMPLATE = REPO_ROOT / ".dvc/plots/offline.html"

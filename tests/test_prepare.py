@@ -18,7 +18,7 @@ from classifier.params import PrepareParams
 from classifier.paths import Paths
 from stages.prepare import content_keys, prepare, stratified_split
 from testbed.repo import REPO_ROOT, write_params
-from tests.helpers import (
+from testbed.suite import (
     default_params,
     error_line,
     idx_bytes,

@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 
 from ci_jobs import release
 from ci_jobs.bucket import Bucket, dvc_bucket
-from tests.helpers import write_unreleased_card
+from testbed.suite import write_unreleased_card
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 LOCK = b"schema: '2.0'\nstages: {}\n"

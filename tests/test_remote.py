@@ -34,7 +34,7 @@ from testbed.s3 import (
     use_test_bucket,
     with_credentials,
 )
-from tests.helpers import RanPipeline
+from testbed.suite import RanPipeline
 
 pytestmark = pytest.mark.slow
 BRANCH = "refs/heads/feature/better-model"

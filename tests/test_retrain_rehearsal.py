@@ -24,7 +24,7 @@ from testbed.registry import checked, make_registry, publish_images
 from testbed.rehearsal import Bed, Rehearsal, Run, load_config, workflows_selected
 from testbed.repo import DvcRepo, commit_all, copy_of_repository, git, write_params
 from testbed.s3 import BUCKET, PUSH_ROLE, SeaweedFS, iam_config, role_session
-from tests.helpers import fast_params
+from testbed.suite import fast_params
 
 pytestmark = pytest.mark.slow
 SIZE = 32

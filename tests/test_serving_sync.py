@@ -37,8 +37,8 @@ from testbed.s3 import (
     iam_config,
     role_session,
 )
+from testbed.suite import write_unreleased_card
 from testbed.tf_serving_config import parse_config
-from tests.helpers import write_unreleased_card
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FILES = [

@@ -16,8 +16,8 @@ import pytest
 from ci_jobs import release
 from serving.manifest import describe_bytes, render
 from testbed.repo import REPO_ROOT
+from testbed.suite import RanPipeline
 from testbed.tf_serving import FakeTensorFlowServing
-from tests.helpers import RanPipeline
 
 COMMIT = "a" * 40
 

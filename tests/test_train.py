@@ -25,9 +25,10 @@ from classifier.params import TrainParams, parse_params
 from classifier.paths import Paths
 from classifier.runtime import FULL, MIXED
 from classifier.streams import training_batches
-from stages.train import learning_rate_schedule, train
+from classifier.training import learning_rate_schedule
+from stages.train import train
 from testbed.repo import REPO_ROOT, write_params
-from tests.helpers import fast_params, write_prepared_subset
+from testbed.suite import fast_params, write_prepared_subset
 
 
 def _train_params(**changes) -> TrainParams:
@@ -81,7 +82,7 @@ def _workspace(root: Path, policy: str = FULL, **train_changes) -> tuple[Path, T
 
 
 def _run(root: Path, params: TrainParams, callbacks=(), strategy=None) -> list[dict]:
-    return train(params, Paths(root), extra_callbacks=callbacks, strategy=strategy)
+    return train(params, Paths(root), extra_callbacks=callbacks, strategy=strategy).history
 
 
 def _outputs(root: Path) -> dict[str, bytes]:

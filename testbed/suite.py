@@ -1,7 +1,6 @@
-"""Test helpers: synthetic IDX files, small prepared datasets, and running a stage as DVC does.
-
-What benchmarks need too (git + DVC working copies, the S3 test bed) is in ``testbed``.
-"""
+"""What the test suite shares: synthetic IDX files, small prepared datasets, the small project
+and its one shared pipeline run, and running a stage as DVC does (``tests/`` holds only tests and
+their conftest)."""
 
 from __future__ import annotations
 
