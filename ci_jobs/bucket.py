@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from botocore.exceptions import ClientError
+
 
 class BucketError(Exception):
     """The DVC remote is not an S3 bucket."""
@@ -45,3 +47,14 @@ def s3_client(bucket: Bucket):
 
     session = botocore.session.get_session()
     return session.create_client("s3", endpoint_url=bucket.endpoint, region_name=bucket.region)
+
+
+def put_once(s3, bucket: str, key: str, body: bytes) -> bool:
+    """Upload ``key`` unless it exists (If-None-Match: *); False when S3 answers 412."""
+    try:
+        s3.put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*")
+    except ClientError as error:
+        if error.response["Error"]["Code"] in ("PreconditionFailed", "412"):
+            return False
+        raise
+    return True

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ci_jobs.bucket import BucketError, dvc_bucket, s3_client
+from ci_jobs.bucket import BucketError, dvc_bucket, put_once, s3_client
 from ci_jobs.champion import wanted_release
 from classifier.errors import StageError
 from classifier.params import load_params
@@ -101,13 +101,7 @@ def drift_reason(report: dict, day: date) -> str:
 def claim_window(s3, bucket: str, key: str, reason: str) -> bool:
     """True if this run claimed the day; False if another run already did."""
     body = json.dumps({"reason": reason, "claimed_at": datetime.now(UTC).isoformat()}).encode()
-    try:
-        s3.put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*")
-    except ClientError as error:
-        if error.response["Error"]["Code"] in ("PreconditionFailed", "412"):
-            return False
-        raise
-    return True
+    return put_once(s3, bucket, key, body)
 
 
 def project_slug() -> str:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ci_jobs.bucket import BucketError, dvc_bucket, s3_client
+from ci_jobs.bucket import BucketError, dvc_bucket, put_once, s3_client
 from ci_jobs.main_lock import git
 from classifier.errors import StageError
 from classifier.model_card import CARD_DIR, CARD_JSON, CARD_MARKDOWN, released
@@ -135,17 +135,6 @@ def upload_order(files: dict[str, bytes], remote: dict[str, str], where: str) ->
             )
     missing = [name for name in files if name not in remote]
     return sorted(missing, key=lambda name: (name != CLAIM, name == LAST, name))
-
-
-def put_once(s3, bucket: str, key: str, body: bytes) -> bool:
-    """Upload ``key`` unless it exists (If-None-Match: *); False when S3 answers 412."""
-    try:
-        s3.put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*")
-    except ClientError as error:
-        if error.response["Error"]["Code"] in ("PreconditionFailed", "412"):
-            return False
-        raise
-    return True
 
 
 def upload_version(
