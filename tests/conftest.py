@@ -27,14 +27,19 @@ from testbed.suite import (
 SLOWEST_MODULES = (
     "test_ci_rehearsal.py",
     "test_remote.py",
+    "test_retrain_rehearsal.py",
     "test_lock_reproduced.py",
-    "test_experiments.py",
     "test_own_data.py",
-    "test_package.py",
+    "test_experiments.py",
+    "test_pipeline_e2e.py",
     "test_plots.py",
     "test_train.py",
-    "test_pipeline_e2e.py",
+    "test_package.py",
     "test_determinism.py",
+    "test_champion.py",
+    "test_gpu_check.py",
+    "test_benchmarks.py",
+    "test_monitor.py",
 )
 
 
