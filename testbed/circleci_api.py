@@ -18,23 +18,16 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from testbed.loopback import Loopback, Quiet
+from testbed.loopback import Quiet, StandIn
 
 
 @dataclass
-class FakeCircleCI:
+class FakeCircleCI(StandIn):
     slug: str  # e.g. gh/example-org/mnist-pipeline
     token: str
     declared: set[str]  # the pipeline parameters the project's config declares
     started: list[dict] = field(default_factory=list)  # the body of each pipeline started
     requests: list[tuple[str, str, str]] = field(default_factory=list)  # method, path, token
-
-    def start(self) -> FakeCircleCI:
-        self.loopback = Loopback(self.handler())
-        return self
-
-    def stop(self) -> None:
-        self.loopback.stop()
 
     @property
     def url(self) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from testbed.loopback import Loopback, Quiet
+from testbed.loopback import Quiet, StandIn
 
 
 @dataclass
@@ -27,7 +27,7 @@ class Request:
 
 
 @dataclass
-class FakeGitHub:
+class FakeGitHub(StandIn):
     """One repository with pull requests; ``token`` may write, ``read_only_token`` may only read."""
 
     repository: str
@@ -40,17 +40,6 @@ class FakeGitHub:
     opened: list[dict] = field(default_factory=list)  # pull requests created through the API
     requests: list[Request] = field(default_factory=list)
     _next_id: int = 1000
-
-    def start(self) -> FakeGitHub:
-        self.loopback = Loopback(self.handler())
-        return self
-
-    def stop(self) -> None:
-        self.loopback.stop()
-
-    @property
-    def url(self) -> str:
-        return self.loopback.url
 
     def open_pull_request(self, branch: str, number: int) -> None:
         owner = self.repository.split("/")[0]

@@ -39,3 +39,22 @@ class Quiet:
 
     def log_message(self, format: str, *args: object) -> None:
         pass
+
+
+class StandIn:
+    """A stand-in for a service (GitHub's API, CircleCI's, TensorFlow Serving's): its
+    ``handler()`` served by a :class:`Loopback` between ``start()`` and ``stop()``."""
+
+    def handler(self) -> Any:
+        raise NotImplementedError
+
+    def start(self):
+        self.loopback = Loopback(self.handler())
+        return self
+
+    def stop(self) -> None:
+        self.loopback.stop()
+
+    @property
+    def url(self) -> str:
+        return self.loopback.url

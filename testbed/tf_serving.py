@@ -32,7 +32,7 @@ import tensorflow as tf
 from google.protobuf import json_format
 from tensorflow.core.protobuf import saved_model_pb2
 
-from testbed.loopback import Loopback, Quiet
+from testbed.loopback import Quiet, StandIn
 
 SERVE = "serve"
 ROUTE = re.compile(
@@ -76,7 +76,7 @@ class Loaded:
 
 
 @dataclass
-class FakeTensorFlowServing:
+class FakeTensorFlowServing(StandIn):
     model: str
     versions: dict[int, Path]
     labels: dict[str, int] = field(default_factory=dict)
@@ -84,17 +84,12 @@ class FakeTensorFlowServing:
 
     def start(self) -> FakeTensorFlowServing:
         self.loaded = {version: Loaded.load(path) for version, path in self.versions.items()}
-        self.loopback = Loopback(self.handler())
-        return self
+        return super().start()
 
     def stop(self) -> None:
-        self.loopback.stop()
+        super().stop()
         for loaded in self.loaded.values():
             loaded.session.close()
-
-    @property
-    def url(self) -> str:
-        return self.loopback.url
 
     def resolve(self, model: str, version: str | None, label: str | None) -> list[int]:
         if model != self.model:

@@ -7,6 +7,7 @@ numbers, and nothing moves."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from classifier.errors import run_stage
 from serving import labels
 from serving.labels import Labels
 from serving.layout import Host
-from testbed.gateway import GatewayProcess
+from testbed.gateway import GatewayProcess, call
 from testbed.repo import write_params
 from testbed.suite import default_params, read_shared_mnist
 from testbed.tf_serving import FakeTensorFlowServing
@@ -70,64 +71,69 @@ def digits(count: int, seed: int) -> list:
     return images[np.random.default_rng(seed).choice(len(images), count, replace=False)].tolist()
 
 
-def traffic(server: FakeTensorFlowServing, canary: int, bad_requests: int = 0) -> GatewayProcess:
-    """300 digits to each label through a fresh gateway, ``bad_requests`` of them refused."""
-    server.labels["canary"] = canary
-    gateway = GatewayProcess("--upstream", server.url)
-    images = digits(300, seed=canary)
-    for start in range(0, 300, 20):
-        for label in ("stable", "canary"):
-            body = {"instances": images[start : start + 20]}
-            assert gateway.call(f"/v1/models/mnist/labels/{label}:predict", body)[0] == 200
-    for _ in range(bad_requests):
-        wrong_shape = {"instances": [[0] * 28]}
-        assert gateway.call("/v1/models/mnist/labels/canary:predict", wrong_shape)[0] == 400
-    return gateway
+@pytest.fixture
+def traffic(server: FakeTensorFlowServing) -> Iterator:
+    """``traffic(canary, bad_requests)``: a fresh gateway that has answered 300 digits to each
+    label, ``bad_requests`` more refused at the canary, and counted them all; stopped after the
+    test, whatever it did."""
+    started: list[GatewayProcess] = []
 
+    def send(canary: int, bad_requests: int = 0) -> GatewayProcess:
+        server.labels["canary"] = canary
+        started.append(GatewayProcess("--upstream", server.url))
+        gateway = started[-1]
+        images = digits(300, seed=canary)
+        for begin in range(0, 300, 20):
+            for label in ("stable", "canary"):
+                body = {"instances": images[begin : begin + 20]}
+                assert gateway.call(f"/v1/models/mnist/labels/{label}:predict", body)[0] == 200
+        for _ in range(bad_requests):
+            wrong_shape = {"instances": [[0] * 28]}
+            assert gateway.call("/v1/models/mnist/labels/canary:predict", wrong_shape)[0] == 400
+        settled(gateway, 600)
+        return gateway
 
-def promote(host: Host, capsys, gateway: GatewayProcess, params: Path, *extra: str):
-    labels.apply(host, Labels(stable=2, canary=int(gateway_canary(gateway))))
-    try:
-        args = ["--base-path", str(host.base), "promote", "--gateway", gateway.url]
-        run_stage("labels", lambda: labels.main([*args, "--params", str(params), *extra]))
-        code = 0
-    except SystemExit as exit:
-        code = exit.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def gateway_canary(gateway: GatewayProcess) -> str:
-    status = json.loads(gateway.call("/v1/models/mnist/labels/canary")[1])
-    return status["model_version_status"][0]["version"]
+    yield send
+    for gateway in started:
+        gateway.stop()
 
 
 def settled(gateway: GatewayProcess, predictions: int) -> None:
     """The gateway counts just after answering: wait (bounded) for the last answers."""
-    import time
-
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        text = gateway.metrics_text()
         counted = [
             line
-            for line in text.splitlines()
+            for line in gateway.metrics_text().splitlines()
             if line.startswith("gateway_prediction_confidence_count{")
         ]
         if sum(float(line.split()[-1]) for line in counted) >= predictions:
             return
         time.sleep(0.05)
+    raise AssertionError(f"the gateway did not count {predictions} predictions within 10 s")
 
 
-def test_a_canary_as_good_as_stable_is_promoted(server, host, capsys, params_file) -> None:
-    gateway = traffic(server, canary=3)
+def promote(host: Host, capsys, gateway_url: str, params: Path, *extra: str):
+    """``serving.labels promote --gateway …`` on a host labelled stable 2 and canary 3 (or 4,
+    as the server labels it): exit status, stdout, stderr, and whether labels.json changed."""
+    status = json.loads(call(f"{gateway_url}/v1/models/mnist/labels/canary")[1])
+    canary = int(status["model_version_status"][0]["version"])
+    labels.apply(host, Labels(stable=2, canary=canary))
+    before = host.labels.read_text()
+    args = ["--base-path", str(host.base), "promote", "--gateway", gateway_url]
     try:
-        settled(gateway, 600)
-        code, out, err = promote(host, capsys, gateway, params_file)
-    finally:
-        gateway.stop()
+        run_stage("labels", lambda: labels.main([*args, "--params", str(params), *extra]))
+        code = 0
+    except SystemExit as exit:
+        code = exit.code
+    out, err = capsys.readouterr()
+    return code, out, err, host.labels.read_text() != before
+
+
+def test_a_canary_as_good_as_stable_is_promoted(server, host, capsys, params_file, traffic):
+    code, out, err, changed = promote(host, capsys, traffic(canary=3).url, params_file)
     assert (code, err) == (0, ""), err
-    assert out == f"labels: stable 3, canary none (written to {host.config})\n"
+    assert out == f"labels: stable 3, canary none (written to {host.config})\n" and changed
     entry = json.loads(host.labels.read_text())["history"][-1]
     assert entry["forced_past"] == []
     assert entry["evidence"]["canary"]["version"] == 3
@@ -136,55 +142,37 @@ def test_a_canary_as_good_as_stable_is_promoted(server, host, capsys, params_fil
     assert entry["evidence"]["canary"]["error_ratio"] == 0
 
 
-def test_a_canary_with_errors_is_refused(server, host, capsys, params_file) -> None:
-    gateway = traffic(server, canary=3, bad_requests=3)
-    try:
-        settled(gateway, 600)
-        before = host.labels.read_text() if host.labels.exists() else None
-        code, out, err = promote(host, capsys, gateway, params_file)
-    finally:
-        gateway.stop()
-    assert (code, out) == (1, "")
+def test_a_canary_with_errors_is_refused(server, host, capsys, params_file, traffic) -> None:
+    gateway = traffic(canary=3, bad_requests=3)
+    code, out, err, changed = promote(host, capsys, gateway.url, params_file)
+    assert (code, out, changed) == (1, "", False)  # nothing moved, nothing recorded
     assert err.startswith("labels: error: canary version 3 not promoted: error ratio 16.67%")
     assert "against stable's 0.00% (monitor.canary_max_error_increase 0.005)" in err
     assert err.endswith(
         "stable is unchanged (--force promotes anyway, recorded in the labels' history)\n"
     )
-    assert json.loads(host.labels.read_text())["stable"] == 2
-    assert before is None or host.labels.read_text() == before
 
 
 def test_a_canary_that_predicts_another_mix_is_refused_unless_forced(
-    server, host, capsys, params_file
+    server, host, capsys, params_file, traffic
 ) -> None:
-    gateway = traffic(server, canary=4)
-    try:
-        settled(gateway, 600)
-        code, _, err = promote(host, capsys, gateway, params_file)
-        assert code == 1
-        assert "its predicted classes differ from stable's: " in err
-        assert "(monitor.min_class_shift 0.1; chi-squared p=" in err
-        assert json.loads(host.labels.read_text())["stable"] == 2
-        code, out, err = promote(host, capsys, gateway, params_file, "--force")
-    finally:
-        gateway.stop()
-    assert code == 0 and out.startswith("labels: stable 4, canary none")
+    gateway = traffic(canary=4)
+    code, _, err, changed = promote(host, capsys, gateway.url, params_file)
+    assert (code, changed) == (1, False)
+    assert "its predicted classes differ from stable's: " in err
+    assert "(monitor.min_class_shift 0.1; chi-squared p=" in err
+    code, out, err, changed = promote(host, capsys, gateway.url, params_file, "--force")
+    assert code == 0 and changed and out.startswith("labels: stable 4, canary none")
     assert err.startswith("labels: promoted by --force past: its predicted classes differ")
     entry = json.loads(host.labels.read_text())["history"][-1]
     assert entry["command"] == "promote" and entry["stable"] == 4
     assert any("predicted classes differ" in reason for reason in entry["forced_past"])
 
 
-def test_too_little_canary_traffic_is_refused(server, host, capsys, tmp_path) -> None:
-    raw = default_params()  # the default: 1000 canary predictions
-    params = write_params(tmp_path, raw)
-    gateway = traffic(server, canary=3)
-    try:
-        settled(gateway, 600)
-        code, _, err = promote(host, capsys, gateway, params)
-    finally:
-        gateway.stop()
-    assert code == 1
+def test_too_little_canary_traffic_is_refused(server, host, capsys, tmp_path, traffic) -> None:
+    params = write_params(tmp_path, default_params())  # the default: 1000 canary predictions
+    code, _, err, changed = promote(host, capsys, traffic(canary=3).url, params)
+    assert (code, changed) == (1, False)
     assert (
         "the gateway saw 300 predictions of canary version 3, fewer than"
         " monitor.canary_min_predictions 1000: let it serve longer" in err
@@ -193,11 +181,11 @@ def test_too_little_canary_traffic_is_refused(server, host, capsys, tmp_path) ->
 
 def test_a_gateway_that_cannot_be_reached_is_one_line(host, capsys, params_file) -> None:
     labels.apply(host, Labels(stable=2, canary=3))
-    try:
-        args = ["--base-path", str(host.base), "promote", "--gateway", "http://127.0.0.1:9"]
+    before = host.labels.read_text()
+    args = ["--base-path", str(host.base), "promote", "--gateway", "http://127.0.0.1:9"]
+    with pytest.raises(SystemExit) as exited:
         run_stage("labels", lambda: labels.main([*args, "--params", str(params_file)]))
-    except SystemExit as exit:
-        assert exit.code == 1
-    _, err = capsys.readouterr()
+    assert exited.value.code == 1
+    err = capsys.readouterr().err
     assert err.startswith("labels: error: cannot read the gateway's metrics at http://127.0.0.1:9")
-    assert json.loads(host.labels.read_text())["stable"] == 2
+    assert len(err.splitlines()) == 1 and host.labels.read_text() == before
