@@ -21,9 +21,9 @@ version that answered (a label's version from the server's model-status API, cac
 metrics (``GET /metrics``, Prometheus text: requests by code, a latency histogram,
 predicted classes, a confidence histogram, low-confidence predictions, captures and drops: the
 evidence ``serving.labels promote`` reads); and, for a sample of
-predict requests (``--sample-rate``, 1.0 allowed), writes the request and its predictions to the
-capture files (``serving/capture.py``). Nothing of that can fail or delay a request: a full
-queue, a full disk or a failed write is counted, and capture resumes by itself.
+predict requests (``--sample-rate``, 1.0 allowed), hands the request and its predictions to the
+thread that writes the capture files (``serving/capture.py``). Nothing of that can fail or delay
+a request: a full queue, a full disk or a failed write is counted, and capture resumes by itself.
 """
 
 from __future__ import annotations
@@ -31,11 +31,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
+import queue
 import random
 import re
 import signal
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,7 +49,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from classifier.errors import StageError, run_stage
-from serving.capture import CaptureFiles
+from serving.capture import CaptureFiles, record_line
 
 ROUTE = re.compile(
     r"^/v1/models/(?P<model>[^/:]+)(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
@@ -55,6 +59,7 @@ METRICS_PATH = "/metrics"
 DRAIN_S = 5.0  # at a stop, how long the observations still queued may take
 MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # package.model_name's pattern
 QUEUE_SIZE = 10_000
+WRITE_BATCH = 256  # capture lines written, and flushed, at one go
 CONFIDENCE_BUCKETS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 API = {None: "status", "/metadata": "metadata", ":predict": "predict"}
@@ -140,6 +145,69 @@ class Observation:
     time: float = field(default_factory=time.time)
 
 
+class CaptureWriter:
+    """The one thread that writes capture files: the event loop hands it lines without waiting
+    (a disk that stalls stalls only this thread), and it writes what has piled up at one go, one
+    flush per batch. It owns the files it opens; ``stop`` writes what is queued and closes them."""
+
+    def __init__(
+        self,
+        files_of: Callable[[str], CaptureFiles | None],
+        on_kept: Callable[[str, int], None],
+        on_drop: Callable[[str], None],
+    ):
+        self.files_of, self.on_kept, self.on_drop = files_of, on_kept, on_drop
+        self.lines: queue.Queue[tuple[str, bytes] | None] = queue.Queue(QUEUE_SIZE)
+        self.opened: dict[str, CaptureFiles] = {}
+        self.thread = threading.Thread(target=self.run, name="capture-writer", daemon=True)
+        self.thread.start()
+
+    def put(self, model: str, line: bytes) -> None:
+        try:
+            self.lines.put_nowait((model, line))
+        except queue.Full:
+            self.on_drop("queue_full")
+
+    def run(self) -> None:
+        while True:
+            batch = [self.lines.get()]
+            with contextlib.suppress(queue.Empty):
+                while len(batch) < WRITE_BATCH:
+                    batch.append(self.lines.get_nowait())
+            by_model: dict[str, list[bytes]] = {}
+            for item in batch:
+                if item is not None:
+                    by_model.setdefault(item[0], []).append(item[1])
+            for model, lines in by_model.items():
+                try:
+                    self.write(model, lines)
+                except Exception:  # whatever it was, the next batch is tried afresh
+                    self.on_drop("write_failed")
+            if None in batch:
+                for files in self.opened.values():
+                    files.close()
+                return
+
+    def write(self, model: str, lines: list[bytes]) -> None:
+        if model not in self.opened:
+            try:
+                files = self.files_of(model)
+            except OSError:  # its folders cannot be made now; tried again with the next lines
+                for _ in lines:
+                    self.on_drop("write_failed")
+                return
+            if files is None:
+                return
+            self.opened[model] = files
+        kept = self.opened[model].write_lines(lines)
+        if kept:
+            self.on_kept(model, kept)
+
+    def stop(self, timeout_s: float) -> None:
+        self.lines.put(None, timeout=timeout_s)
+        self.thread.join(timeout_s)
+
+
 class Versions:
     """The version behind a label (or the latest), from the server's model-status API, cached."""
 
@@ -191,38 +259,28 @@ def predictions_of(answer: bytes) -> list[dict]:
         return []
 
 
-def instances_of(request: bytes) -> list:
-    try:
-        return json.loads(request).get("instances", [])
-    except (ValueError, AttributeError):
-        return []
-
-
 class Gateway:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.metrics = Metrics()
         self.queue: asyncio.Queue[Observation] = asyncio.Queue(QUEUE_SIZE)
-        self.captures: dict[str, CaptureFiles] = {}  # by model: uploaded to its own prefix
 
     def capture_files(self, model: str) -> CaptureFiles | None:
-        """The model's capture files; None when not capturing, or for a name that is not a
-        model name this pipeline makes (it becomes a folder)."""
+        """New capture files for the model, in a folder of its own (uploaded to its own prefix);
+        None for a name that is not a model name this pipeline makes (it becomes a folder);
+        OSError when the folder cannot be made."""
         root = self.settings.capture_dir
-        if root is None or self.settings.sample_rate <= 0 or not MODEL_NAME.fullmatch(model):
+        if root is None or not MODEL_NAME.fullmatch(model):
             return None
-        if model not in self.captures:
-            try:
-                self.captures[model] = CaptureFiles(
-                    root / model,
-                    self.settings.max_capture_bytes,
-                    on_drop=lambda reason: self.metrics.dropped.labels(reason).inc(),
-                    budget_root=root,
-                )
-            except OSError:  # its folders cannot be made now; tried again at the next capture
-                self.metrics.dropped.labels("write_failed").inc()
-                return None
-        return self.captures[model]
+        return CaptureFiles(
+            root / model, self.settings.max_capture_bytes, on_drop=self.dropped, budget_root=root
+        )
+
+    def dropped(self, reason: str) -> None:
+        self.metrics.dropped.labels(reason).inc()
+
+    def captured(self, model: str, count: int) -> None:
+        self.metrics.captured.labels(model).inc(count)
 
     def application(self) -> web.Application:
         app = web.Application(client_max_size=self.settings.max_request_bytes)
@@ -234,14 +292,14 @@ class Gateway:
     async def lifetime(self, app: web.Application):
         self.session = aiohttp.ClientSession(auto_decompress=False)
         self.versions = Versions(self.settings, self.session)
+        self.writer = CaptureWriter(self.capture_files, self.captured, self.dropped)
         observer = asyncio.create_task(self.observe_forever())
         yield
         with contextlib.suppress(TimeoutError):  # what was answered is still captured
             await asyncio.wait_for(self.queue.join(), DRAIN_S)
         observer.cancel()
         await self.session.close()
-        for files in self.captures.values():
-            files.close()
+        await asyncio.to_thread(self.writer.stop, DRAIN_S)  # written, and the open file closed
 
     async def serve_metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self.metrics.registry)
@@ -281,7 +339,7 @@ class Gateway:
         try:
             self.queue.put_nowait(observation)
         except asyncio.QueueFull:
-            self.metrics.dropped.labels("queue_full").inc()
+            self.dropped("queue_full")
         return web.Response(body=answer, status=code, headers=headers)
 
     def sampled(self) -> bool:
@@ -311,17 +369,18 @@ class Gateway:
             try:
                 await self.observe(observation)
             except Exception:  # one bad observation must not stop the others
-                self.metrics.dropped.labels("observe_failed").inc()
+                self.dropped("observe_failed")
             finally:
                 self.queue.task_done()
 
     async def observe(self, seen: Observation) -> None:
+        """Count one answer in the metrics; hand its capture line to the writer if sampled."""
         version = await self.versions.resolve(seen.model, seen.label, seen.version)
         by = (seen.model, seen.label, version, seen.api)
         self.metrics.requests.labels(*by, str(seen.code)).inc()
         self.metrics.latency.labels(*by).observe(seen.seconds)
         if seen.api != "predict" or seen.code != 200:
-            return
+            return None
         predictions = predictions_of(seen.answer)
         for prediction in predictions:
             self.metrics.predicted.labels(
@@ -332,22 +391,19 @@ class Gateway:
             )
             if prediction["confidence"] < self.settings.low_confidence:
                 self.metrics.low_confidence.labels(seen.model, seen.label, version).inc()
-        files = self.capture_files(seen.model) if seen.capture else None
-        if files:
-            record = {
-                "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seen.time))
-                + f".{int(seen.time * 1000) % 1000:03d}Z",
-                "model": seen.model,
-                "label": seen.label,
-                "version": int(version) if version.isdigit() else None,
-                "status": seen.code,
-                "latency_ms": round(seen.seconds * 1000, 3),
-                "instances": instances_of(seen.request),
-                "predictions": predictions,
-            }
-            loop = asyncio.get_running_loop()
-            if await loop.run_in_executor(None, files.write, record):
-                self.metrics.captured.labels(seen.model).inc()
+        if not seen.capture or not seen.request.lstrip().startswith(b"{"):
+            return
+        record = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seen.time))
+            + f".{int(seen.time * 1000) % 1000:03d}Z",
+            "model": seen.model,
+            "label": seen.label,
+            "version": int(version) if version.isdigit() else None,
+            "status": seen.code,
+            "latency_ms": round(seen.seconds * 1000, 3),
+            "predictions": predictions,
+        }
+        self.writer.put(seen.model, record_line(record, seen.request))
 
 
 def error(code: int, message: str) -> web.Response:
@@ -417,6 +473,7 @@ async def serve(settings: Settings, host: str, port: int) -> None:
     site = web.TCPSite(runner, host, port)
     await site.start()
     bound = site._server.sockets[0].getsockname()[1]  # the port chosen when --port is 0
+    gc.freeze()  # what start-up made lives as long as the process: no collection looks at it
     print(
         f"gateway: listening on http://{host}:{bound}, forwarding to {settings.upstream}",
         flush=True,

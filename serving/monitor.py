@@ -50,7 +50,7 @@ from classifier.files import write_json, write_text
 from classifier.model_card import CARD_JSON
 from classifier.params import MonitorParams, load_params
 from classifier.reference import CONTINUOUS, REFERENCE_JSON, answer_statistics, image_statistics
-from serving.capture import OPEN, SUFFIX
+from serving.capture import OPEN, SUFFIX, request_instances
 from serving.feedback import export_image, live_accuracy, pixel_digest, read_feedback
 from serving.monitor_page import page
 
@@ -190,7 +190,7 @@ def read_window(
             images = None if reason else images_of(record, reference)
             if images is None:
                 window.skipped[reason or "images of another shape"] += len(
-                    record.get("instances") or [1]
+                    request_instances(record) or [1]
                 )
                 continue
             group = group_of(record)
@@ -215,7 +215,7 @@ def skip_reason(
         return "no time"
     if (since and when < since) or (until and when >= until):
         return "outside the window"
-    instances, predictions = record.get("instances") or [], record.get("predictions") or []
+    instances, predictions = request_instances(record), record.get("predictions") or []
     if record.get("status") != 200 or len(instances) != len(predictions) or not instances:
         return "no answer to compare"
     return None
@@ -224,7 +224,7 @@ def skip_reason(
 def images_of(record: dict, reference: Reference) -> np.ndarray | None:
     """The record's images ``[N, H, W, C]``; None if they are not of the reference's shape."""
     try:
-        images = np.asarray(record["instances"], dtype=np.float64)
+        images = np.asarray(request_instances(record), dtype=np.float64)
     except (ValueError, TypeError):  # ragged, or not numbers
         return None
     return images if images.shape[1:] == reference.image_shape else None

@@ -19,6 +19,7 @@ as its documentation gives it (tensorflow_serving/g3doc/api_rest.md), for one mo
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import re
 import signal
@@ -204,6 +205,11 @@ def main(argv: list[str] | None = None) -> None:
     server = FakeTensorFlowServing(args.model, versions, labels).start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # TensorFlow's hundreds of thousands of Python objects out of the collector's sight: without
+    # this, each full collection (every few hundred requests, from parsing their JSON) paused the
+    # stand-in for ~150 ms, which the C++ server has no reason to do; the load test's p99 of the
+    # server alone was 216 ms at a p50 of 48 ms, and any path's p99 was that pause.
+    gc.freeze()
     print(f"tf_serving: listening on {server.url}", flush=True)
     stop.wait()
     server.stop()

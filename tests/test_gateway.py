@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from serving.capture import CaptureFiles, read_records
+from serving.capture import CaptureFiles, read_records, record_line, request_instances
 from testbed.gateway import GatewayProcess, call
 from testbed.tf_serving import FakeTensorFlowServing
 
@@ -131,7 +131,8 @@ def test_metrics_per_model_label_and_version(upstream, gateway) -> None:
 def test_a_sample_is_captured_with_its_predictions(upstream, gateway, tmp_path: Path) -> None:
     proxy = gateway("--sample-rate", "1.0", "--capture-dir", str(tmp_path / "captures"))
     images = digits(2, seed=7)
-    status, answer = proxy.call("/v1/models/mnist/labels/stable:predict", {"instances": images})
+    pretty = json.dumps({"instances": images}, indent=2).encode()  # line breaks, as a user may
+    status, answer = proxy.call("/v1/models/mnist/labels/stable:predict", pretty)
     assert status == 200
     settle(proxy, "gateway_captured_requests_total", {"model": "mnist"}, 1.0)
     stderr = proxy.stop()  # closes the open file
@@ -143,7 +144,7 @@ def test_a_sample_is_captured_with_its_predictions(upstream, gateway, tmp_path: 
     (record,) = read_records(closed)
     assert record["model"] == "mnist" and record["label"] == "stable" and record["version"] == 2
     assert record["status"] == 200 and record["latency_ms"] > 0
-    assert record["instances"] == images
+    assert record["request"] == {"instances": images}  # the body as sent, in one line
     predictions = json.loads(answer)["predictions"]
     assert [p["class_index"] for p in record["predictions"]] == [
         p["class_index"] for p in predictions
@@ -253,3 +254,15 @@ def test_the_documented_command_line(upstream, gateway, tmp_path: Path) -> None:
     proxy.stop()
     captured = [read_records(path) for path in sorted(tmp_path.rglob("*.jsonl.gz"))]
     assert sum(len(records) for records in captured) == 40
+
+
+def test_a_request_is_spliced_into_its_line_as_sent_and_read_in_either_format() -> None:
+    images = digits(1)
+    row = json.dumps({"signature_name": "serving_default", "instances": images}, indent=1)
+    columnar = json.dumps({"inputs": {"image": images}}).encode()
+    lines = [record_line({"n": 1}, row.encode()), record_line({"n": 2}, columnar)]
+    assert all(line.count(b"\n") == 1 and line.endswith(b"\n") for line in lines)
+    records = [json.loads(line) for line in lines]
+    assert records[0]["request"]["signature_name"] == "serving_default"
+    assert [request_instances(record) for record in records] == [images, images]
+    assert request_instances({"n": 3}) == []

@@ -102,7 +102,7 @@ def capture(
                 "version": version,
                 "status": 200,
                 "latency_ms": 1.0,
-                "instances": images[start : start + 10].tolist(),
+                "request": {"instances": images[start : start + 10].tolist()},
                 "predictions": [
                     {
                         "class_index": int(p.argmax()),

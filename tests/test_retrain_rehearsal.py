@@ -218,7 +218,7 @@ def capture_day(loop: Loop, day: str, images: np.ndarray) -> None:
                 "version": 1,
                 "status": 200,
                 "latency_ms": 3.0,
-                "instances": images[start : start + 10].tolist(),
+                "request": {"instances": images[start : start + 10].tolist()},
                 "predictions": [
                     {
                         "class_index": int(index),
