@@ -28,6 +28,7 @@ from pathlib import Path
 
 from benchmarks.machine import busy_note, cpu_model
 from classifier import CPU_RECIPE
+from classifier.errors import run_stage
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -130,4 +131,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("cpu_recipe", main)

@@ -32,6 +32,7 @@ import yaml
 from benchmarks.machine import busy_note, cpu_model
 from benchmarks.overheads import Measured, measure
 from benchmarks.stage_clock import clocked_seconds
+from classifier.errors import run_stage
 from classifier.mnist import (
     IMAGES_NDIM,
     LABELS_NDIM,
@@ -306,4 +307,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("data_scale", main)

@@ -36,6 +36,7 @@ import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.machine import busy_note, cpu_model
+from classifier.errors import run_stage
 from testbed.gateway import GatewayProcess
 from testbed.repo import REPO_ROOT
 
@@ -348,4 +349,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("gateway", main)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from benchmarks.machine import busy_note, cpu_model
 from benchmarks.overheads import Measured, measure, profile_command, profile_parts, profiled_total
+from classifier.errors import run_stage
 from testbed.repo import ALL_STAGES, BIN, REPO_ROOT, DvcRepo, absolute_mirror, copy_of_repository
 
 REPORT = REPO_ROOT / "benchmarks" / "REPORT.md"
@@ -149,4 +150,4 @@ Byte-identical outputs across the two forced runs (md5 from `dvc.lock`):
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("pipeline", main)

@@ -20,6 +20,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from classifier.errors import run_stage
 from testbed.repo import (
     REPO_ROOT,
     DvcRepo,
@@ -157,4 +158,4 @@ transfer in its skip-existing mode, so a push with nothing new uploads nothing.
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("remote", main)

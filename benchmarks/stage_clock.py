@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from classifier.errors import run_stage
+
 PREFIX = "stage_clock: "
 STAGES = Path(__file__).resolve().parent.parent / "stages"
 
@@ -39,4 +41,4 @@ def clocked_seconds(output: str) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("stage_clock", main)

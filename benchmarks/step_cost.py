@@ -24,6 +24,7 @@ import numpy as np
 
 from benchmarks.time_to_accuracy import load_params_with
 from classifier.dataset import write_splits
+from classifier.errors import run_stage
 from classifier.mnist import CLASSES, MNIST_MODEL_IO
 from classifier.model import build_model
 from classifier.streams import training_batches
@@ -90,4 +91,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("step_cost", main)

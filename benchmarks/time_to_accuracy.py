@@ -41,6 +41,7 @@ from benchmarks.machine import busy_note, cpu_model
 from benchmarks.project_training import train_project
 from classifier import runtime
 from classifier.dataset import load_split
+from classifier.errors import run_stage
 from classifier.mnist import CLASSES
 from classifier.params import PARAMS_FILE, Params, parse_params
 from classifier.paths import Paths
@@ -267,4 +268,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("time_to_accuracy", main)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import yaml
 
+from classifier.errors import run_stage
+
 
 def output_hashes(lock_text: str) -> dict[str, str]:
     """``stage: path`` -> md5 of every output recorded in a dvc.lock."""
@@ -57,4 +59,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    run_stage("audit", lambda: main(sys.argv[1:]))

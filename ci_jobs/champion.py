@@ -31,7 +31,7 @@ from ruamel.yaml import YAML
 
 from ci_jobs.bucket import BucketError, dvc_bucket, s3_client
 from classifier.champion import release_dir, verify_release
-from classifier.errors import StageError
+from classifier.errors import StageError, run_stage
 from classifier.params import PARAMS_FILE, load_params
 from classifier.paths import Paths
 from serving import Refused, published_labels
@@ -159,4 +159,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_stage("champion", main)

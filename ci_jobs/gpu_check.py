@@ -20,6 +20,8 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+from classifier.errors import run_stage
+
 CPU_ONLY_ENV = "REHEARSAL_CPU_ONLY"
 
 
@@ -93,4 +95,4 @@ def main(environ: dict[str, str], findings: Findings) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(dict(os.environ), gather()))
+    run_stage("gpu_check", lambda: main(dict(os.environ), gather()))

@@ -28,6 +28,7 @@ from pathlib import Path
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ci_jobs.bucket import Bucket, BucketError, dvc_bucket, s3_client
+from classifier.errors import run_stage
 
 IDENTITY = {  # for the local commit only; it is never pushed
     "GIT_AUTHOR_NAME": "CI",
@@ -123,4 +124,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    run_stage("main_lock", lambda: main(sys.argv[1:]))

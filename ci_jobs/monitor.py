@@ -39,7 +39,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ci_jobs.bucket import BucketError, dvc_bucket, put_once, s3_client
 from ci_jobs.champion import wanted_release
-from classifier.errors import StageError
+from classifier.errors import StageError, run_stage
 from classifier.params import load_params
 from serving import Refused, published_labels
 from serving.capture import SUFFIX
@@ -211,4 +211,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_stage("monitor", main)

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from classifier.errors import run_stage
+
 MARKER = "<!-- dvc-pipeline-report: one comment per pull request, updated by CI -->"
 TOKEN_ENV = "GITHUB_TOKEN"  # noqa: S105 (a variable's name)
 CONTEXT = "github-pr-report"
@@ -245,4 +247,4 @@ def main(argv: list[str], environ: dict[str, str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:], dict(os.environ)))
+    run_stage("pr_report", lambda: main(sys.argv[1:], dict(os.environ)))

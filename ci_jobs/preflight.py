@@ -24,6 +24,8 @@ import subprocess
 import sys
 import time
 
+from classifier.errors import run_stage
+
 TOKEN_ENV = "CIRCLE_OIDC_TOKEN_V2"  # noqa: S105 (a variable's name)
 MAIN_REF = "refs/heads/main"
 SETTING = '"Pass secrets to builds from forked pull requests" (Project Settings > Advanced)'
@@ -110,4 +112,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_stage("preflight", main)

@@ -36,7 +36,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ci_jobs.bucket import BucketError, dvc_bucket, put_once, s3_client
 from ci_jobs.main_lock import git
-from classifier.errors import StageError
+from classifier.errors import StageError, run_stage
 from classifier.model_card import CARD_DIR, CARD_JSON, CARD_MARKDOWN, released
 from classifier.params import load_params
 from classifier.paths import Paths
@@ -235,4 +235,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_stage("release", main)

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import yaml
 
+from classifier.errors import run_stage
+
 # (pattern in DVC's output, explanation); the first match wins, so specific causes come first.
 EXPLANATIONS = [
     (
@@ -203,4 +205,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    run_stage("remote", lambda: main(sys.argv[1:]))

@@ -37,7 +37,7 @@ from ci_jobs import champion, retrain_report
 from ci_jobs.main_lock import git
 from ci_jobs.pr_report import TOKEN_ENV, GitHub, ReportSkipped, repository_of
 from classifier.champion import release_dir
-from classifier.errors import StageError
+from classifier.errors import StageError, run_stage
 from classifier.model_card import CARD_JSON
 from classifier.params import PARAMS_FILE, load_params
 from classifier.paths import Paths
@@ -234,4 +234,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    run_stage("retrain", lambda: main(sys.argv[1:]))

@@ -18,6 +18,7 @@ import os
 import sys
 from pathlib import Path
 
+from classifier.errors import run_stage
 from classifier.paths import Paths
 
 COLUMNS = ("accuracy", "loss", "errors", "gate")  # from metrics/test.json
@@ -135,4 +136,4 @@ def main(argv: list[str], environ: dict[str, str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:], dict(os.environ)))
+    run_stage("sweep", lambda: main(sys.argv[1:], dict(os.environ)))

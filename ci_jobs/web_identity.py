@@ -34,6 +34,8 @@ from pathlib import Path
 
 import jwt
 
+from classifier.errors import run_stage
+
 TOKEN_ENV = "CIRCLE_OIDC_TOKEN_V2"  # noqa: S105 (the name of a variable, not a secret)
 TARGET_ENV = "AWS_WEB_IDENTITY_TOKEN_FILE"
 ROLE_ENV = "AWS_ROLE_ARN"
@@ -179,4 +181,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    run_stage("web_identity", lambda: main(sys.argv[1:]))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from classifier.faults import writing
 
 
 @contextlib.contextmanager
@@ -29,19 +32,23 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
     non-empty one, so an existing target directory is removed just before.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    with writing(target):  # a full disk's one line names this output, not its scratch copy
+        target.parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(
+            tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        )
     staged = scratch / target.name
     try:
-        yield staged
-        if not staged.exists():
-            raise FileNotFoundError(f"nothing was written for {target}")
-        if staged.is_file():
-            fsync(staged)
-        if staged.is_dir() or (target.is_dir() and not target.is_symlink()):
-            remove(target)
-        os.replace(staged, target)
-        fsync(target.parent)  # the rename itself
+        with writing(target):
+            yield staged
+            if not staged.exists():
+                raise FileNotFoundError(f"nothing was written for {target}")
+            if staged.is_file():
+                fsync(staged)
+            if staged.is_dir() or (target.is_dir() and not target.is_symlink()):
+                remove(target)
+            os.replace(staged, target)
+            fsync(target.parent)  # the rename itself
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -88,7 +95,11 @@ def save_arrays(directory: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write each array as ``<name>.npy`` (a format whose bytes depend only on the array)."""
     directory.mkdir(parents=True, exist_ok=True)
     for name, array in arrays.items():
-        np.save(directory / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
+        # Through Python's own write, not numpy's: ndarray.tofile reports a full disk as a short
+        # write without errno ("235200 requested and 135040 written"), not as ENOSPC.
+        buffer = io.BytesIO()
+        np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+        (directory / f"{name}.npy").write_bytes(buffer.getvalue())
 
 
 def file_md5(path: Path) -> str:

@@ -25,6 +25,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from classifier.errors import run_stage
+
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / ".dvc" / "plots"
 PAGE = TEMPLATE_DIR / "offline.html"
 
@@ -175,4 +177,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_stage("vega_libraries", main)

@@ -74,24 +74,29 @@ def mirror_sources(environ: Environ = os.environ) -> list[str]:
 def _copy_with_progress(stream: BinaryIO, target: BinaryIO, total: int | None, label: str) -> None:
     # tqdm's disable=None shows the bar on a terminal only, so CI logs stay clean.
     with tqdm(total=total, unit="B", unit_scale=True, desc=label, disable=None, leave=False) as bar:
-        while chunk := stream.read(CHUNK):
-            target.write(chunk)
+        while chunk := _read_source(stream):
+            target.write(chunk)  # a fault of this machine's disk is not the source's: it goes up
             bar.update(len(chunk))
 
 
-def download(source: str, archive: str, target: Path) -> None:
-    """Copy ``<source>/<archive>`` to ``target``, whether the source is a URL or a directory."""
+def _read_source(stream: BinaryIO) -> bytes:
+    try:
+        return stream.read(CHUNK)
+    except (OSError, TimeoutError) as error:
+        raise SourceFailure(f"read failed ({error})") from None
+
+
+def open_source(source: str, archive: str) -> tuple[BinaryIO, int | None]:
+    """``<source>/<archive>`` opened for reading, whether the source is a URL or a directory,
+    and its length if known; a SourceFailure if it cannot be."""
     try:
         if _is_url(source):
             url = source.rstrip("/") + "/" + archive
-            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:  # noqa: S310
-                length = response.headers.get("Content-Length")
-                with target.open("wb") as out:
-                    _copy_with_progress(response, out, int(length) if length else None, archive)
-        else:
-            path = Path(source).expanduser() / archive
-            with path.open("rb") as stream, target.open("wb") as out:
-                _copy_with_progress(stream, out, path.stat().st_size, archive)
+            response = urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S)  # noqa: S310
+            length = response.headers.get("Content-Length")
+            return response, int(length) if length else None
+        path = Path(source).expanduser() / archive
+        return path.open("rb"), path.stat().st_size
     except urllib.error.HTTPError as error:
         raise SourceFailure(f"HTTP {error.code} {error.reason}") from None
     except urllib.error.URLError as error:
@@ -100,6 +105,14 @@ def download(source: str, archive: str, target: Path) -> None:
         raise SourceFailure(f"no file {archive} there") from None
     except (OSError, TimeoutError) as error:
         raise SourceFailure(f"read failed ({error})") from None
+
+
+def download(source: str, archive: str, target: Path) -> None:
+    """Copy ``<source>/<archive>`` to ``target``: what the source fails at is a SourceFailure
+    (the next source is tried), what this machine fails at (a full disk) an OSError."""
+    stream, length = open_source(source, archive)
+    with stream, target.open("wb") as out:
+        _copy_with_progress(stream, out, length, archive)
 
 
 def extract_verified(archive_path: Path, raw_file: RawFile, target: Path) -> None:

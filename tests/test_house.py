@@ -1,7 +1,8 @@
 """The house rules the code's layout keeps: tests and benchmarks are peers that share helpers from
 ``testbed`` (the suite's own in ``testbed/suite.py``), never import one another; ``tests/``
 holds only tests and their conftest; nothing imports a private name from another package; every
-command line is read by argparse."""
+command line is read by argparse and ends in ``run_stage`` (one line for bad input and for a fault
+of the machine)."""
 
 from __future__ import annotations
 
@@ -98,3 +99,17 @@ def test_every_command_line_is_read_by_argparse() -> None:
             if takes_arguments and "argparse" not in {module for module, _ in imports(path)}:
                 by_hand.append(os.path.relpath(path, REPO_ROOT))
     assert by_hand == []
+
+
+def test_every_command_line_ends_in_run_stage() -> None:
+    """What a user runs (a stage, a serving or CI command, a benchmark, a report) reports bad
+    input and faults of the machine in one line: its ``__main__`` goes through ``run_stage``.
+    ``bootstrap`` runs before the environment exists (the standard library only)."""
+    bare = []
+    for package in ("benchmarks", "ci_jobs", "reporting", "serving", "stages"):
+        for path in modules(package):
+            text = path.read_text()
+            main_block = text.partition('if __name__ == "__main__":')[2]
+            if main_block and "run_stage(" not in main_block:
+                bare.append(os.path.relpath(path, REPO_ROOT))
+    assert bare == []
