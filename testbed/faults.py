@@ -11,7 +11,6 @@ folder without write permission; the cause a test expects comes from ``cause`` a
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import resource
 import shutil
@@ -21,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from classifier.files import file_md5
 from testbed.repo import REPO_ROOT
 
 FSIZE_LIMIT = 4096  # bytes a writer may write to one file where no tmpfs can be mounted
@@ -59,6 +59,10 @@ class SmallDisk:
         """``python -m <module>`` in ``cwd`` as DVC runs a stage, under the size limit where the
         disk is not a tmpfs."""
         limit = None if self.mounted else (FSIZE_LIMIT, FSIZE_LIMIT)
+
+        def limited() -> None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+
         return subprocess.run(
             [sys.executable, "-m", module, *args],
             cwd=cwd,
@@ -66,7 +70,7 @@ class SmallDisk:
             capture_output=True,
             text=True,
             timeout=600,
-            preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_FSIZE, limit)) if limit else None,
+            preexec_fn=limited if limit else None,
         )
 
 
@@ -78,10 +82,14 @@ def mountable() -> bool:
 def small_disk(where: Path, size_mb: int) -> Iterator[SmallDisk]:
     """A tmpfs of ``size_mb`` at ``where`` (unmounted at the end), or the fallback above."""
     where.mkdir(parents=True, exist_ok=True)
-    mounted = mountable() and subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(where)],
-        capture_output=True,
-    ).returncode == 0
+    mounted = (
+        mountable()
+        and subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(where)],
+            capture_output=True,
+        ).returncode
+        == 0
+    )
     try:
         yield SmallDisk(where, mounted)
     finally:
@@ -96,7 +104,7 @@ def snapshot(root: Path) -> dict[str, str]:
     """Every file under ``root`` by relative path, with its bytes' md5: equal before and after a
     failed run means nothing was written, changed or left behind."""
     return {
-        str(path.relative_to(root)): hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+        str(path.relative_to(root)): file_md5(path)
         for path in sorted(root.rglob("*"))
         if path.is_file() and path.name != "filler"
     }

@@ -25,6 +25,7 @@ from classifier.paths import Paths
 from classifier.reference import REFERENCE_JSON
 from serving.capture import CaptureFiles
 from serving.monitor import DRIFT, NO_DRIFT, TOO_FEW, monitor
+from testbed.faults import small_disk, snapshot
 from testbed.gateway import GatewayProcess
 from testbed.repo import REPO_ROOT, write_params
 from testbed.suite import fast_params, read_shared_mnist
@@ -287,6 +288,22 @@ def test_through_the_gateway_drift_exits_3_and_names_the_label(
 def run_monitor(*args: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "serving.monitor", *args]
     return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_a_report_that_cannot_be_written_is_one_line_and_exit_1(
+    tmp_path: Path, workspace: Path, model
+) -> None:
+    """A verdict whose report cannot be kept is not a verdict: exit 1, not 0, and one line."""
+    capture(tmp_path / "enough", model, held_out_digits(300, 21))
+    with small_disk(tmp_path / "disk", size_mb=1) as disk:
+        disk.read_only()
+        args = ("--captures", str(tmp_path / "enough"), "--package", str(workspace / "dist/mnist"))
+        result = disk.run("serving.monitor", *args, "--report", str(disk.root), cwd=REPO_ROOT)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        line = result.stderr.strip().splitlines()[-1]
+        assert line.startswith(f"monitor: error: cannot write {disk.root}/report.json: "), line
+        assert f": {disk.read_only_cause}; " in line
+        assert snapshot(disk.root) == {}
 
 
 def test_exit_0_without_drift_and_4_with_too_few(tmp_path: Path, workspace: Path, model) -> None:
