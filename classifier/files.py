@@ -7,6 +7,7 @@ a rename within one directory is atomic on POSIX file systems.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import io
 import json
@@ -34,9 +35,9 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
     target = Path(target)
     with writing(target):  # a full disk's one line names this output, not its scratch copy
         target.parent.mkdir(parents=True, exist_ok=True)
-        scratch = Path(
-            tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        )
+        remove_abandoned_scratch(target)
+        prefix = f".{target.name}.{os.getpid()}."
+        scratch = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=target.parent))
     staged = scratch / target.name
     try:
         with writing(target):
@@ -51,6 +52,25 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
             fsync(target.parent)  # the rename itself
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def remove_abandoned_scratch(target: Path) -> None:
+    """Delete the scratch copies of ``target`` left by processes that no longer run (killed
+    mid-write: their ``finally`` never ran). Each scratch name carries its writer's pid."""
+    for scratch in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+        pid = scratch.name[len(target.name) + 2 :].split(".")[0]
+        if pid.isdigit() and not running(int(pid)):
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
 
 
 def fsync(path: Path) -> None:

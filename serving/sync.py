@@ -33,6 +33,7 @@ from pathlib import Path
 from botocore.exceptions import BotoCoreError, ClientError
 
 from classifier.errors import StageError, run_stage
+from classifier.faults import fault_line, writing
 from classifier.files import fsync
 from serving import Refused, labels, published_labels
 from serving.bucket import add_arguments as add_bucket_arguments
@@ -47,12 +48,13 @@ def add_version(s3, bucket: str, host: Host, version: int, objects: dict[str, in
     """Download, verify, load and put one version in place; return its file count."""
     staging = host.new_staging(version)
     try:
-        entries = download(s3, bucket, host.model, version, objects, staging)
-        check_loads(staging)
-        for directory in [staging, *(p for p in staging.rglob("*") if p.is_dir())]:
-            fsync(directory)  # the files are; their names too, before they appear
-        staging.rename(host.version_dir(version))
-        fsync(host.base)
+        with writing(host.version_dir(version)):  # a full disk's line names the version
+            entries = download(s3, bucket, host.model, version, objects, staging)
+            check_loads(staging)
+            for directory in [staging, *(p for p in staging.rglob("*") if p.is_dir())]:
+                fsync(directory)  # the files are; their names too, before they appear
+            staging.rename(host.version_dir(version))
+            fsync(host.base)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return len(entries)
@@ -92,12 +94,10 @@ def add_versions(
             )
             failed.append(version)
         except OSError as error:  # e.g. a full disk: this host's trouble, not the release's
-            print(
-                f"sync: error: version {version} not synced: writing it under {host.base}"
-                f" failed ({error}); free space or fix the folder's permissions, then run the"
-                " sync again",
-                file=sys.stderr,
-            )
+            fault = fault_line(error, "sync")
+            if fault is None:
+                raise
+            print(f"sync: error: version {version} not synced: {fault}", file=sys.stderr)
             failed.append(version)
         else:
             print(f"sync: version {version}: {count} files verified and loaded; in place")

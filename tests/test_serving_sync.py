@@ -28,6 +28,7 @@ from classifier.errors import StageError, run_stage
 from serving import labels, sync
 from serving.layout import Host
 from testbed.cloudformation import BED_SERVING_ROLE, bed_role, template_policy
+from testbed.faults import small_disk
 from testbed.s3 import (
     BUCKET,
     PUSH_ROLE,
@@ -522,3 +523,26 @@ def test_labels_the_role_may_not_publish_fail_the_sync_in_one_line_versions_stil
     monkeypatch.setenv("AWS_ROLE_ARN", BED_SERVING_ROLE)
     code, out, _ = run_sync(host)
     assert code == 0 and out[0].startswith("sync: labels published to ")
+
+
+def test_a_full_disk_fails_the_version_in_one_line_and_leaves_nothing(
+    publish, run_sync, savedmodels: list[Path], tmp_path: Path
+) -> None:
+    """The host's disk fills up during the download: one line naming the version's folder and
+    the cause, exit 1, no version and no staging folder left, and TF Serving's config as it was."""
+    publish("full", 1, savedmodels[0])
+    with small_disk(tmp_path / "disk", size_mb=4) as disk:
+        if not disk.mounted:
+            pytest.skip("needs a tmpfs: the sync runs in this process")
+        host = Host(disk.root / "full")
+        host.base.mkdir()
+        disk.fill(16 << 10)
+        code, _, err = run_sync(host)
+        assert code == 1 and host.versions() == [] and host.stale_staging() == []
+        assert sorted(path.name for path in host.base.iterdir()) == [".labels.lock", ".sync.lock"]
+    (line,) = err
+    assert line.startswith(
+        f"sync: error: version 1 not synced: cannot write {host.version_dir(1)}: no space left on"
+        " device; "
+    ), line
+    assert "free some room there (or work on a larger disk) and run it again" in line
