@@ -251,11 +251,11 @@ split {split["train"]} train / {split["validation"]} validation / {split["test"]
 Trained model `models/model.keras` md5 `{card["trained_model_md5"]}` (as in `dvc.lock`);
 {libraries}.
 Trained on {where["device"]}{": " + ", ".join(where["gpus"]) if where["gpus"] else ""}
-({where["strategy"]} strategy, {where["replicas"]} replica(s), global batch
-{where["global_batch_size"]}, peak learning rate {where["peak_learning_rate"]:g}), dtype policy
-{where["precision_policy"]}, XLA {"on" if where["xla"] else "off"}; TensorFlow
-{tensorflow["version"]} built with {cuda}; CPU recipe {recipe} (the repository's
-docs/reproducibility.md).
+({where["strategy"]} strategy, {where.get("workers", 1)} worker(s), {where["replicas"]}
+replica(s), global batch {where["global_batch_size"]}, peak learning rate
+{where["peak_learning_rate"]:g}), dtype policy {where["precision_policy"]}, XLA
+{"on" if where["xla"] else "off"}; TensorFlow {tensorflow["version"]} built with {cuda}; CPU
+recipe {recipe} (the repository's docs/reproducibility.md).
 All parameters are in `model_card.json`.
 
 ## Release

@@ -47,6 +47,7 @@ def make_deterministic(seed: int) -> None:
 
 
 MIRRORED = "MirroredStrategy"
+MULTI_WORKER = "MultiWorkerMirroredStrategy"
 DEFAULT = "default"
 
 
@@ -81,7 +82,16 @@ def make_strategy(choice: StrategyChoice) -> tf.distribute.Strategy:
 
 
 def strategy_name(strategy: tf.distribute.Strategy) -> str:
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return MULTI_WORKER
     return MIRRORED if isinstance(strategy, tf.distribute.MirroredStrategy) else DEFAULT
+
+
+def worker_count(strategy: tf.distribute.Strategy) -> int:
+    """The machines training together: 1 unless the strategy spans a cluster."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    spec = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    return max(len(spec.get("worker", [])), 1)
 
 
 def tensorflow_build() -> dict:
@@ -106,6 +116,7 @@ def environment_record(
         "precision_policy": model.dtype_policy.name,
         "xla": bool(model.jit_compile),
         "strategy": strategy_name(strategy),
+        "workers": worker_count(strategy),
         "replicas": strategy.num_replicas_in_sync,
         "tensorflow": tensorflow_build(),
         "cpu_recipe": cpu_recipe_in_effect(),

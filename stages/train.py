@@ -13,11 +13,19 @@ replicas, and the learning rate is scaled by the same factor (the linear scaling
 al. 2017, "Accurate, Large Minibatch SGD", with the warm-up the schedule already has). One device
 (a CPU, one GPU) is one replica: nothing is scaled. Where it ran is written to
 ``reports/train.json`` (``classifier/runtime.py``).
+
+On several machines (``TF_CONFIG`` names the cluster: ``classifier/cluster.py``), each runs this
+stage as one worker of ``MultiWorkerMirroredStrategy``: every worker reads the same prepared
+shards in the same seeded order and takes its own part of each global batch (tf.data's DATA
+sharding), the replicas are all the workers' devices, and only the chief (worker 0) writes the
+model, metrics and reports; the others keep their resume state under ``.train-state/worker-<i>/``.
 """
 
 from __future__ import annotations
 
 import math
+import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +35,9 @@ from dvclive import Live
 from dvclive.keras import DVCLiveCallback
 
 from classifier import runtime
+from classifier.cluster import Cluster, join, read_cluster
 from classifier.dataset import CONTRACT_FILE, load_dataset
-from classifier.errors import run_stage
+from classifier.errors import StageError, run_stage
 from classifier.files import write_json
 from classifier.model import load_model, save_model
 from classifier.params import TrainParams, load_params
@@ -49,13 +58,17 @@ def train(
     paths: Paths,
     extra_callbacks: tuple[keras.callbacks.Callback, ...] = (),
     strategy: tf.distribute.Strategy | None = None,
+    cluster: Cluster | None = None,
 ) -> Trained:
     """Train (or resume training: ``classifier/resume.py``) and save the model; return the
     per-epoch metric history and the report of where and how it trained.
 
     ``strategy`` defaults to the one the visible devices call for (``runtime.choose_strategy``);
-    tests pass ``MirroredStrategy(["/cpu:0"])`` to run the distributed path on a CPU.
+    tests pass ``MirroredStrategy(["/cpu:0"])`` to run the distributed path on a CPU. With a
+    ``cluster`` (its strategy from ``cluster.join``), a worker other than the chief writes only to
+    its scratch folder, removed once training ends.
     """
+    outputs = paths if cluster is None or cluster.is_chief else worker_scratch(paths, cluster)
     runtime.make_deterministic(params.seed)
     prepared_dir, untrained_model = paths.prepared_dir, paths.untrained_model
     gpus = runtime.gpu_names()
@@ -72,7 +85,7 @@ def train(
     with strategy.scope():  # variables (model, optimizer slots) are created per replica
         model = load_model(untrained_model)
         environment = runtime.environment_record(gpus, strategy, model)
-        state = TrainingState(paths.train_state_dir, fingerprint(params, inputs, environment))
+        state = TrainingState(outputs.train_state_dir, fingerprint(params, inputs, environment))
         base_rate = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
         peak_rate = scaled_learning_rate(base_rate, replicas)
         resumed = state.load()
@@ -83,40 +96,71 @@ def train(
         steps_per_epoch = math.ceil(dataset.size("train") / global_batch)
         model.optimizer.learning_rate = learning_rate_schedule(peak_rate, params, steps_per_epoch)
 
-    live = Live(dir=str(paths.train_log_dir), dvcyaml=None, save_dvc_exp=False, report=None)
+    live = Live(dir=str(outputs.train_log_dir), dvcyaml=None, save_dvc_exp=False, report=None)
     live.step = 1  # the plots' x axis counts epochs from 1, as the training log does
     logger = DVCLiveCallback(live=live)
     for epoch, logs in enumerate(history):  # replay finished epochs into a fresh log
         logger.on_epoch_end(epoch, dict(logs))
 
-    model.fit(
-        training_batches(
-            dataset, prepared_dir, global_batch, params.seed, len(history), params.epochs
-        ),
-        epochs=params.epochs,
-        initial_epoch=len(history),
-        steps_per_epoch=steps_per_epoch,
-        validation_data=split_batches(dataset, prepared_dir, "validation", global_batch).map(
-            lambda images, labels: (images, one_hot(labels, dataset.num_classes))
-        ),
-        shuffle=False,  # the dataset is already in its seeded per-epoch order
-        callbacks=[StopOnNaN(), Checkpoint(state, history), logger, *extra_callbacks],
-        verbose=2,
+    batches = training_batches(
+        dataset, prepared_dir, global_batch, params.seed, len(history), params.epochs
     )
+    validation = split_batches(dataset, prepared_dir, "validation", global_batch).map(
+        lambda images, labels: (images, one_hot(labels, dataset.num_classes))
+    )
+    if cluster is not None:  # each worker its part of every global batch, in the same order
+        batches, validation = shard_by_data(batches), shard_by_data(validation)
+    try:
+        model.fit(
+            batches,
+            epochs=params.epochs,
+            initial_epoch=len(history),
+            steps_per_epoch=steps_per_epoch,
+            validation_data=validation,
+            shuffle=False,  # the dataset is already in its seeded per-epoch order
+            callbacks=[StopOnNaN(), Checkpoint(state, history), logger, *extra_callbacks],
+            verbose=2,
+        )
+    except tf.errors.UnavailableError as error:
+        if cluster is None:
+            raise
+        lost = re.search(r"/job:worker/task:(\d+)", error.message)
+        raise StageError(
+            f"{f'worker {lost[1]}' if lost else 'a worker'} of the cluster stopped answering"
+            f" (TensorFlow: {type(error).__name__}); start every worker again: each resumes after"
+            f" epoch {len(history)}, the last one all of them finished"
+        ) from None
     if len(history) == params.epochs:  # a callback may have stopped training early
         live.end()
-    save_model(model, paths.trained_model)
     report = {**environment, "global_batch_size": global_batch, "peak_learning_rate": peak_rate}
-    write_json(paths.train_report, report)
-    state.clear()
+    if outputs is paths:
+        save_model(model, paths.trained_model)
+        write_json(paths.train_report, report)
+        state.clear()
+    else:
+        shutil.rmtree(outputs.root)
     return Trained(history, report)
 
 
+def worker_scratch(paths: Paths, cluster: Cluster) -> Paths:
+    """Where a worker other than the chief writes: inside the git-ignored resume folder."""
+    return Paths(paths.train_state_dir / f"worker-{cluster.index}")
+
+
+def shard_by_data(batches: tf.data.Dataset) -> tf.data.Dataset:
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return batches.with_options(options)
+
+
 def main() -> None:
-    trained = train(load_params().train, Paths())
+    cluster = read_cluster()
+    strategy = join(cluster) if cluster else None  # before TensorFlow does anything else
+    trained = train(load_params().train, Paths(), strategy=strategy, cluster=cluster)
     environment, history = trained.report, trained.history
+    worker = f"worker {cluster.index} of {len(cluster.workers)}, " if cluster else ""
     print(
-        f"train: on {environment['device']}, {environment['strategy']} strategy with"
+        f"train: {worker}on {environment['device']}, {environment['strategy']} strategy with"
         f" {environment['replicas']} replica(s), {environment['precision_policy']}"
     )
     final = history[-1]

@@ -248,7 +248,8 @@ def test_model_card_says_where_the_model_was_trained(packaged: Path) -> None:
     build = tf.sysconfig.get_build_info()
     markdown = " ".join((packaged / "dist/mnist/assets.extra/model_card.md").read_text().split())
     assert (
-        "Trained on CPU (default strategy, 1 replica(s), global batch 128, peak learning rate"
+        "Trained on CPU (default strategy, 1 worker(s), 1 replica(s), global batch 128, peak"
+        " learning rate"
         f" 0.003), dtype policy float32, XLA off; TensorFlow {tf.__version__} built with CUDA"
         f" {build['cuda_version']}, cuDNN {build['cudnn_version']}; CPU recipe"
         " `ONEDNN_MAX_CPU_ISA=AVX`, `TF_ENABLE_ONEDNN_OPTS=0`, `TF_NUM_INTEROP_THREADS=2`,"
