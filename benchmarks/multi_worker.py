@@ -40,6 +40,7 @@ def source_workspace(root: Path, epochs: int) -> Path:
     from classifier.params import parse_params
 
     raw = fast_params(train={"epochs": epochs})
+    root.mkdir(parents=True)
     write_params(root, raw)
     write_prepared_subset(root / "data/prepared", train=6000, validation=500, test=500)
     params = parse_params(raw)

@@ -38,6 +38,7 @@ SLOWEST_MODULES = (
     "test_determinism.py",
     "test_champion.py",
     "test_machine_faults.py",
+    "test_multi_worker.py",
     "test_gpu_check.py",
     "test_benchmarks.py",
     "test_monitor.py",
