@@ -94,6 +94,24 @@ def test_two_workers_train_one_model_the_chief_alone_writes_it_and_a_killed_one_
     assert file_md5(resumed) == file_md5(chief / "models/model.keras")
 
 
+def test_a_cluster_of_one_worker_trains_as_one(tmp_path: Path, trained_workspace: Path) -> None:
+    space = worker_workspace(trained_workspace, tmp_path / "w0")
+    code, _, err = finished(start_worker(space, free_ports(1), 0))
+    assert code == 0, err[-3000:]
+    report = json.loads((space / "reports/train.json").read_text())
+    assert (report["strategy"], report["workers"], report["replicas"]) == (
+        "MultiWorkerMirroredStrategy",
+        1,
+        1,
+    )
+    assert report["global_batch_size"] == 128 and (space / "models/model.keras").is_file()
+    print(
+        "MD5",
+        file_md5(space / "models/model.keras"),
+        file_md5(trained_workspace / "models/model.keras"),
+    )
+
+
 def test_a_worker_alone_stops_in_one_line_naming_the_missing_one(
     tmp_path: Path, trained_workspace: Path
 ) -> None:

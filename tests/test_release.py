@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +22,7 @@ from botocore.exceptions import ClientError
 
 from ci_jobs import release
 from ci_jobs.bucket import Bucket, dvc_bucket
+from classifier.errors import run_stage
 from testbed.suite import write_unreleased_card
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -242,3 +245,24 @@ def test_the_bucket_is_the_dvc_remotes_with_local_overrides(tmp_path: Path) -> N
     ):
         subprocess.run([dvc, *args], cwd=tmp_path, check=True, capture_output=True)
     assert dvc_bucket(tmp_path) == Bucket("team-bucket", "http://127.0.0.1:9", "eu-west-1", "dvc")
+
+
+def test_a_fault_of_the_machine_is_one_line_and_publishes_nothing(package: Path, capsys) -> None:
+    """No file descriptor left (``ulimit -n`` reached, a real kernel refusal): ``release`` says so
+    in one line, exit 1, and the bucket has not been touched."""
+    s3 = RecordingS3()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lowest_free = os.open(os.devnull, os.O_RDONLY)
+    os.close(lowest_free)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))  # the next open is refused
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            run_stage("release", lambda: publish(s3, package))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert stopped.value.code == 1 and s3.puts == []
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == (
+        f"release: error: {package}: too many open files; raise the limit of open files"
+        f" (ulimit -n, now {lowest_free}) and run it again"
+    )
