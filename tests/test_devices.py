@@ -69,6 +69,7 @@ def test_record_of_two_gpus_in_mixed_precision(tmp_path: Path) -> None:
         "precision_policy": "mixed_float16",
         "xla": False,
         "strategy": "MirroredStrategy",
+        "workers": 1,
         "replicas": 1,
         "tensorflow": {
             "version": tf.__version__,
