@@ -24,9 +24,10 @@ import yaml
 
 from benchmarks.machine import cpu_model
 from classifier.errors import run_stage
+from testbed.loopback import free_ports
 from testbed.repo import write_params
 from testbed.suite import fast_params, write_prepared_subset
-from testbed.workers import free_ports, start_worker, worker_workspace
+from testbed.workers import WorkerProcesses, worker_workspace
 
 REPORT = Path(__file__).with_name("MULTI_WORKER.md")
 STEP = re.compile(r"^(\d+)/\d+ - \S+ - (\d+)ms/step")
@@ -53,8 +54,9 @@ def source_workspace(root: Path, epochs: int) -> Path:
 def run_cluster(source: Path, root: Path, workers: int) -> dict:
     spaces = [worker_workspace(source, root / f"w{index}") for index in range(workers)]
     ports = free_ports(workers)
-    processes = [start_worker(space, ports, index) for index, space in enumerate(spaces)]
-    outputs = [process.communicate(timeout=1800) for process in processes]
+    with WorkerProcesses() as workers:  # killed if one fails or a wait runs out
+        processes = [workers.start(space, ports, index) for index, space in enumerate(spaces)]
+        outputs = [process.communicate(timeout=1800) for process in processes]
     for process, (_, err) in zip(processes, outputs, strict=True):
         if process.returncode != 0:
             raise RuntimeError(f"a worker failed:\n{err[-3000:]}")

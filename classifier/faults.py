@@ -98,7 +98,7 @@ def advice(number: int, path: Path, step: str, cwd: Path) -> str:
     if number in FORBIDDEN:
         where = existing_parent(path)
         return (
-            f"this user (uid {os.getuid()}) may not write to {shown_path(where, cwd)}: fix its"
+            f"this user (uid {os.getuid()}) is refused there ({shown_path(where, cwd)}): fix the"
             " owner or mode (ls -ld shows them), or work in a copy of your own"
         )
     if number == errno.EROFS:

@@ -178,8 +178,9 @@ def record_line(record: dict, request: bytes | None = None) -> bytes:
 
 def request_instances(record: dict) -> list:
     """The captured request's inputs, one per instance: the row format's ``instances``, or the
-    columnar ``inputs`` (a single input's tensor, or the one named input's); [] if neither."""
-    request = record.get("request")
+    columnar ``inputs`` (a single input's tensor, or the one named input's); [] if neither.
+    Records written before the request was kept whole hold ``instances`` at the top level."""
+    request = record.get("request", {"instances": record.get("instances")})
     if not isinstance(request, dict):
         return []
     inputs = request.get("instances", request.get("inputs"))

@@ -4,9 +4,22 @@ directory mirror) are served."""
 
 from __future__ import annotations
 
+import socket
 import threading
 from http.server import ThreadingHTTPServer
 from typing import Any
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` different free ports of 127.0.0.1 (all held open while chosen, so distinct)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for held in sockets:
+            held.bind(("127.0.0.1", 0))
+        return [held.getsockname()[1] for held in sockets]
+    finally:
+        for held in sockets:
+            held.close()
 
 
 class Server(ThreadingHTTPServer):

@@ -14,7 +14,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ from pathlib import Path
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from testbed.loopback import Loopback, Quiet
+from testbed.loopback import Loopback, Quiet, free_ports
 from testbed.repo import DvcRepo
 
 ORG_ID = "6f0e5cc4-0000-4000-8000-00000000c1c1"
@@ -39,12 +38,6 @@ PUSH_ROLE = "arn:aws:iam::role/MnistPipelinePush"
 READ_ROLE = "arn:aws:iam::role/MnistPipelineRead"
 RELEASE_ROLE = "arn:aws:iam::role/MnistPipelineRelease"
 MAIN_REF = "refs/heads/main"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def new_key() -> rsa.RSAPrivateKey:
@@ -217,7 +210,8 @@ class SeaweedFS:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.iam_file = workdir / "iam.json"
         self.iam_file.write_text(json.dumps(iam))
-        self.ports = {name: free_port() for name in ("master", "volume", "filer", "s3")}
+        names = ("master", "volume", "filer", "s3")
+        self.ports = dict(zip(names, free_ports(len(names)), strict=True))
         self.process: subprocess.Popen | None = None
 
     @property

@@ -266,3 +266,4 @@ def test_a_request_is_spliced_into_its_line_as_sent_and_read_in_either_format() 
     assert records[0]["request"]["signature_name"] == "serving_default"
     assert [request_instances(record) for record in records] == [images, images]
     assert request_instances({"n": 3}) == []
+    assert request_instances({"instances": images}) == images  # a record of the earlier format

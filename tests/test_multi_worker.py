@@ -14,8 +14,16 @@ import yaml
 from classifier.cluster import read_cluster
 from classifier.errors import StageError
 from classifier.files import file_md5
+from testbed.loopback import free_ports
 from testbed.repo import write_params
-from testbed.workers import free_ports, start_worker, worker_workspace
+from testbed.workers import WorkerProcesses, worker_workspace
+
+
+@pytest.fixture
+def workers():
+    """Start workers; whatever still runs when the test ends, passed or failed, is killed."""
+    with WorkerProcesses() as started:
+        yield started
 
 
 def finished(process, timeout: float = 600) -> tuple[int, str, str]:
@@ -40,11 +48,11 @@ def cluster_of_two(trained_workspace: Path, root: Path) -> list[Path]:
 
 
 def test_two_workers_train_one_model_the_chief_alone_writes_it_and_a_killed_one_resumes(
-    tmp_path: Path, trained_workspace: Path
+    tmp_path: Path, trained_workspace: Path, workers: WorkerProcesses
 ) -> None:
     spaces = cluster_of_two(trained_workspace, tmp_path / "uninterrupted")
     ports = free_ports(2)
-    results = all_finished([start_worker(space, ports, i) for i, space in enumerate(spaces)])
+    results = all_finished([workers.start(space, ports, i) for i, space in enumerate(spaces)])
     for code, _, err in results:
         assert code == 0, err[-3000:]
     assert (
@@ -74,29 +82,31 @@ def test_two_workers_train_one_model_the_chief_alone_writes_it_and_a_killed_one_
     # the same training, worker 1 killed as the second epoch begins
     killed = cluster_of_two(trained_workspace, tmp_path / "killed")
     ports = free_ports(2)
-    workers = [start_worker(space, ports, i) for i, space in enumerate(killed)]
+    running = [workers.start(space, ports, i) for i, space in enumerate(killed)]
     deadline = time.monotonic() + 300
-    while not workers[0].stdout.readline().startswith("Epoch 2/3"):
-        assert time.monotonic() < deadline and workers[0].poll() is None, workers[0].stderr.read()
-    workers[1].send_signal(signal.SIGKILL)
-    code, _, err = finished(workers[0], timeout=120)  # the chief sees it go, and stops
-    workers[1].wait()
+    while not running[0].stdout.readline().startswith("Epoch 2/3"):
+        assert time.monotonic() < deadline and running[0].poll() is None, running[0].stderr.read()
+    running[1].send_signal(signal.SIGKILL)
+    code, _, err = finished(running[0], timeout=120)  # the chief sees it go, and stops
+    running[1].wait()
     (line,) = [line for line in err.splitlines() if line.startswith("train: error: ")]
     assert code == 1 and line == (
         "train: error: worker 1 of the cluster stopped answering (TensorFlow: UnavailableError);"
         " start every worker again: each resumes after epoch 1, the last one all of them finished"
     ), line
     ports = free_ports(2)
-    again = all_finished([start_worker(space, ports, i) for i, space in enumerate(killed)])
+    again = all_finished([workers.start(space, ports, i) for i, space in enumerate(killed)])
     for code, out, err in again:
         assert code == 0 and "train: resuming after epoch 1 of 3" in out, err[-3000:]
     resumed = killed[0] / "models/model.keras"
     assert file_md5(resumed) == file_md5(chief / "models/model.keras")
 
 
-def test_a_cluster_of_one_worker_trains_as_one(tmp_path: Path, trained_workspace: Path) -> None:
+def test_a_cluster_of_one_worker_trains_as_one(
+    tmp_path: Path, trained_workspace: Path, workers: WorkerProcesses
+) -> None:
     space = worker_workspace(trained_workspace, tmp_path / "w0")
-    code, _, err = finished(start_worker(space, free_ports(1), 0))
+    code, _, err = finished(workers.start(space, free_ports(1), 0))
     assert code == 0, err[-3000:]
     report = json.loads((space / "reports/train.json").read_text())
     assert (report["strategy"], report["workers"], report["replicas"]) == (
@@ -113,12 +123,12 @@ def test_a_cluster_of_one_worker_trains_as_one(tmp_path: Path, trained_workspace
 
 
 def test_a_worker_alone_stops_in_one_line_naming_the_missing_one(
-    tmp_path: Path, trained_workspace: Path
+    tmp_path: Path, trained_workspace: Path, workers: WorkerProcesses
 ) -> None:
     ports = free_ports(2)
     space = worker_workspace(trained_workspace, tmp_path / "w0")
     began = time.monotonic()
-    code, _, err = finished(start_worker(space, ports, 0, {"TRAIN_CLUSTER_TIMEOUT_S": "5"}), 120)
+    code, _, err = finished(workers.start(space, ports, 0, {"TRAIN_CLUSTER_TIMEOUT_S": "5"}), 120)
     assert code == -signal.SIGKILL and time.monotonic() - began < 60  # its watch ended it
     (line,) = [line for line in err.splitlines() if line.startswith("train: error: ")]
     assert line.startswith(
