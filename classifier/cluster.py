@@ -104,6 +104,20 @@ class KerasMultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
         return tf.nest.map_structure(one, value)
 
 
+def resumed_together(strategy: tf.distribute.Strategy, finished_epochs: int) -> None:
+    """Every worker resumes from the same epoch, or none trains. A worker that lost its resume
+    state (a pod replaced with an empty volume) would start again from epoch 0 while the others
+    go on, and the gradients averaged at each step would come from two different models."""
+    mine = strategy.run(lambda: tf.constant([finished_epochs], tf.int64))
+    by_replica = strategy.gather(mine, axis=0).numpy().tolist()  # replicas in worker order
+    if len(set(by_replica)) > 1:
+        raise StageError(
+            f"the workers resume from different epochs ({by_replica} finished, replica by"
+            " replica): one lost its resume state; remove .train-state on every worker and"
+            " start them all again"
+        )
+
+
 def join(cluster: Cluster, timeout_s: float | None = None) -> tf.distribute.Strategy:
     """This worker's strategy, once every worker has started; after ``timeout_s`` without them,
     one line naming the unreachable addresses, from a watch in a process of its own

@@ -51,6 +51,16 @@ class TrainingState:
         self.progress_file = directory / "progress.json"
         self.run_fingerprint = run_fingerprint
 
+    def finished_epochs(self) -> int:
+        """The epochs ``load`` would resume after, read without loading anything (0 if none)."""
+        try:
+            progress = json.loads(self.progress_file.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return 0
+        if progress.get("fingerprint") != self.run_fingerprint or not self.model_file.exists():
+            return 0
+        return len(progress["history"])
+
     def load(self) -> tuple[keras.Model, list[dict]] | None:
         """The checkpoint of this same run, if there is one; any other checkpoint is discarded.
 

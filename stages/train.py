@@ -35,7 +35,7 @@ from dvclive import Live
 from dvclive.keras import DVCLiveCallback
 
 from classifier import runtime
-from classifier.cluster import Cluster, join, read_cluster
+from classifier.cluster import Cluster, join, read_cluster, resumed_together
 from classifier.dataset import CONTRACT_FILE, load_dataset
 from classifier.errors import StageError, run_stage
 from classifier.files import write_json
@@ -88,6 +88,8 @@ def train(
         state = TrainingState(outputs.train_state_dir, fingerprint(params, inputs, environment))
         base_rate = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
         peak_rate = scaled_learning_rate(base_rate, replicas)
+        if cluster is not None:  # before a resumed model's variables: all workers or none
+            resumed_together(strategy, state.finished_epochs())
         resumed = state.load()
         history: list[dict] = []
         if resumed:

@@ -94,6 +94,22 @@ def test_two_workers_train_one_model_the_chief_alone_writes_it_and_a_killed_one_
         "train: error: worker 1 of the cluster stopped answering (TensorFlow: UnavailableError);"
         " start every worker again: each resumes after epoch 1, the last one all of them finished"
     ), line
+    # worker 1's resume state lost (a pod replaced with an empty volume): no worker trains
+    kept = killed[1] / ".train-state"
+    kept.rename(tmp_path / "kept-state")
+    ports = free_ports(2)
+    refused = all_finished([workers.start(space, ports, i) for i, space in enumerate(killed)])
+    for code, _, err in refused:
+        lines = [line for line in err.splitlines() if line.startswith("train: error: ")]
+        assert len(lines) == 1, (code, err[-3000:])
+        (line,) = lines
+        assert code == 1 and line == (
+            "train: error: the workers resume from different epochs ([1, 0] finished, replica by"
+            " replica): one lost its resume state; remove .train-state on every worker and start"
+            " them all again"
+        ), line
+    assert not (killed[0] / "models/model.keras").exists()
+    (tmp_path / "kept-state").rename(kept)  # the state back: the cluster resumes as one
     ports = free_ports(2)
     again = all_finished([workers.start(space, ports, i) for i, space in enumerate(killed)])
     for code, out, err in again:
