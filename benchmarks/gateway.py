@@ -43,6 +43,7 @@ from testbed.repo import REPO_ROOT
 REPORT = Path(__file__).with_name("GATEWAY.md")
 PATH = "/v1/models/mnist/labels/stable:predict"
 ROUNDS = 8  # direct and gateway take turns, this many rounds each
+PACED_SHARE = 0.5  # the fixed rate's share of the server's saturated throughput
 TARGETS = {"added p99 ms": 5.0, "throughput ratio": 0.8}
 
 
@@ -92,19 +93,32 @@ class Load:
     wall_s: float = 0.0
 
 
-async def send_all(url: str, bodies: list[bytes], concurrency: int) -> Load:
-    """Every body POSTed to ``url`` with ``concurrency`` in flight, answers in the bodies' order."""
+async def send_all(
+    session: aiohttp.ClientSession,
+    url: str,
+    bodies: list[bytes],
+    concurrency: int,
+    rate: float | None = None,
+) -> Load:
+    """Every body POSTed to ``url`` by ``concurrency`` senders, answers in the bodies' order.
+
+    ``rate`` None: each sender sends its next request as soon as its last is answered (a closed
+    loop; at this concurrency the server is saturated). ``rate`` in requests/s: request ``i`` is
+    due ``i / rate`` s after the start, and its latency counts from then, not from when a sender
+    was free to send it, so a stall is not hidden by the requests it delayed (wrk2's correction
+    for coordinated omission)."""
     load = Load([0] * len(bodies), [b""] * len(bodies), [0.0] * len(bodies))
     queue: asyncio.Queue[int] = asyncio.Queue()
     for index in range(len(bodies)):
         queue.put_nowait(index)
-    timeout = aiohttp.ClientTimeout(total=30)
     headers = {"Content-Type": "application/json"}
+    start = time.perf_counter()
 
-    async def worker(session: aiohttp.ClientSession) -> None:
+    async def sender() -> None:
         while not queue.empty():
             index = queue.get_nowait()
-            began = time.perf_counter()
+            began = time.perf_counter() if rate is None else start + index / rate
+            await asyncio.sleep(max(0.0, began - time.perf_counter()))
             try:
                 async with session.post(url, data=bodies[index], headers=headers) as answer:
                     load.answers[index] = await answer.read()
@@ -113,12 +127,18 @@ async def send_all(url: str, bodies: list[bytes], concurrency: int) -> Load:
                 load.statuses[index] = -1  # lost
             load.seconds[index] = time.perf_counter() - began
 
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        began = time.perf_counter()
-        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
-        load.wall_s = time.perf_counter() - began
+    await asyncio.gather(*(sender() for _ in range(concurrency)))
+    load.wall_s = time.perf_counter() - start
     return load
+
+
+def client(concurrency: int) -> aiohttp.ClientSession:
+    """A client's connection pool, kept for the whole run as a real client keeps it: opening
+    connections is not what is measured (the stand-in starts a thread for each, up to 300 ms)."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=concurrency),
+        timeout=aiohttp.ClientTimeout(total=30),
+    )
 
 
 class MemorySampler:
@@ -169,13 +189,63 @@ def dropped_captures(gateway: GatewayProcess, expected: int) -> float:
         time.sleep(0.05)
 
 
+async def rounds(
+    clients: dict[str, aiohttp.ClientSession],
+    urls: dict[str, str],
+    bodies: list[bytes],
+    concurrency: int,
+    rate: float | None,
+) -> dict[str, list[Load]]:
+    """The bodies in ``ROUNDS`` parts, each sent on every path in turn, so that a change in the
+    machine's speed affects all paths alike."""
+    loads: dict[str, list[Load]] = {name: [] for name in urls}
+    for chunk in np.array_split(np.arange(len(bodies)), ROUNDS):
+        part = [bodies[i] for i in chunk]
+        for name, url in urls.items():
+            loads[name].append(await send_all(clients[name], url + PATH, part, concurrency, rate))
+    return {name: merged(parts) for name, parts in loads.items()}
+
+
+async def drive(
+    urls: dict[str, str],
+    disk_full_url: str,
+    gateway_pid: int,
+    bodies: list[bytes],
+    concurrency: int,
+) -> dict:
+    """Saturated rounds, then rounds at ``PACED_SHARE`` of the server's saturated throughput, then
+    the disk-full gateway; the gateway's memory sampled throughout, its CPU over the first part."""
+    async with client(concurrency) as direct, client(concurrency) as through:
+        clients = {"direct": direct, "gateway": through}
+        for name, url in urls.items():  # every connection of both pools open before measuring
+            await send_all(clients[name], url + PATH, bodies[: concurrency * 4], concurrency)
+        memory = MemorySampler(gateway_pid)
+        cpu_before = cpu_seconds(gateway_pid)
+        saturated = await rounds(clients, urls, bodies, concurrency, None)
+        cpu_s = cpu_seconds(gateway_pid) - cpu_before
+        rate = PACED_SHARE * len(bodies) / saturated["direct"].wall_s
+        paced = await rounds(clients, urls, bodies[: len(bodies) // 2], concurrency, rate)
+        samples, peak = memory.stop()
+    quarter = bodies[: max(len(bodies) // 4, 1)]
+    async with client(concurrency) as session:
+        full_load = await send_all(session, disk_full_url + PATH, quarter, concurrency)
+    return {
+        "saturated": saturated,
+        "paced": paced,
+        "rate": rate,
+        "gateway_cpu_ms_per_request": cpu_s * 1000 / len(bodies),
+        "memory": (samples, peak),
+        "full_load": full_load,
+        "gateway_requests": concurrency * 4 + len(bodies) + len(bodies) // 2,
+    }
+
+
 def measure(requests: int, concurrency: int) -> dict:
     rng = np.random.default_rng(0)
     bodies = [
         f'{{"instances": {rng.integers(0, 256, (1, 28, 28, 1)).tolist()}}}'.encode()
         for _ in range(requests)
     ]
-    chunks = np.array_split(np.arange(requests), ROUNDS)
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         upstream = Upstream(package(root / "1"))
@@ -186,134 +256,136 @@ def measure(requests: int, concurrency: int) -> dict:
             full = (*capture, str(root / "full"), "--max-capture-mb", "0.001")
             started.append(GatewayProcess("--upstream", upstream.url, *full))
             gateway, disk_full = started
-            for url in (upstream.url, gateway.url):  # warm up both paths
-                asyncio.run(send_all(url + PATH, bodies[:50], concurrency))
-            memory = MemorySampler(gateway.process.pid)
-            loads: dict[str, list[Load]] = {"direct": [], "gateway": []}
-            cpu_before = cpu_seconds(gateway.process.pid)
-            for chunk in chunks:
-                part = [bodies[i] for i in chunk]
-                for name, url in (("direct", upstream.url), ("gateway", gateway.url)):
-                    loads[name].append(asyncio.run(send_all(url + PATH, part, concurrency)))
-            gateway_cpu_s = cpu_seconds(gateway.process.pid) - cpu_before
-            samples, peak = memory.stop()
-            quarter = bodies[: max(requests // 4, 1)]
-            full_load = asyncio.run(send_all(disk_full.url + PATH, quarter, concurrency))
-            dropped = dropped_captures(disk_full, len(quarter))
+            urls = {"direct": upstream.url, "gateway": gateway.url}
+            run = asyncio.run(drive(urls, disk_full.url, gateway.process.pid, bodies, concurrency))
+            dropped = dropped_captures(disk_full, len(run["full_load"].statuses))
         finally:
             for process in started:
                 process.stop()
             upstream.stop()
         captured = sum(p.stat().st_size for p in (root / "cap").rglob("*.jsonl.gz"))
-    results = summarize(loads, bodies, samples, peak, full_load, dropped, captured)
-    results["gateway_cpu_ms_per_request"] = gateway_cpu_s * 1000 / requests
-    return results
+    return summarize(run, bodies, dropped, captured)
 
 
-def merged(rounds: list[Load]) -> Load:
+def merged(parts: list[Load]) -> Load:
     return Load(
-        [s for r in rounds for s in r.statuses],
-        [a for r in rounds for a in r.answers],
-        [s for r in rounds for s in r.seconds],
-        sum(r.wall_s for r in rounds),
+        [s for r in parts for s in r.statuses],
+        [a for r in parts for a in r.answers],
+        [s for r in parts for s in r.seconds],
+        sum(r.wall_s for r in parts),
     )
 
 
-def summarize(
-    loads: dict[str, list[Load]],
-    bodies: list[bytes],
-    samples: list[float],
-    peak: float,
-    full_load: Load,
-    dropped: float,
-    captured: int,
-) -> dict:
-    direct, gateway = merged(loads["direct"]), merged(loads["gateway"])
-    paths = {}
-    for name, load in (("direct", direct), ("gateway, capture 1.0", gateway)):
-        p50, p99 = np.percentile(np.array(load.seconds) * 1000, [50, 99])
-        paths[name] = {
-            "answered": sum(status == 200 for status in load.statuses),
-            "lost": sum(status != 200 for status in load.statuses),
-            "per_second": len(load.statuses) / load.wall_s,
-            "p50_ms": float(p50),
-            "p99_ms": float(p99),
+def path_summary(load: Load) -> dict:
+    p50, p99 = np.percentile(np.array(load.seconds) * 1000, [50, 99])
+    return {
+        "answered": sum(status == 200 for status in load.statuses),
+        "lost": sum(status != 200 for status in load.statuses),
+        "per_second": len(load.statuses) / load.wall_s,
+        "p50_ms": float(p50),
+        "p99_ms": float(p99),
+    }
+
+
+def summarize(run: dict, bodies: list[bytes], dropped: float, captured: int) -> dict:
+    phases = {}
+    for phase in ("saturated", "paced"):
+        direct, gateway = run[phase]["direct"], run[phase]["gateway"]
+        phases[phase] = {
+            "direct": path_summary(direct),
+            "gateway": path_summary(gateway),
+            "different_answers": sum(
+                a != b for a, b in zip(direct.answers, gateway.answers, strict=True)
+            ),
         }
+    samples, peak = run["memory"]
     quarters = np.array_split(np.array(samples or [0.0]), 4)
-    added_p99 = [  # per round: the two paths ran back to back, on the same machine's mood
-        float(np.percentile(g.seconds, 99) - np.percentile(d.seconds, 99)) * 1000
-        for d, g in zip(loads["direct"], loads["gateway"], strict=True)
-    ]
+    full_load, direct_answers = run["full_load"], run["saturated"]["direct"].answers
     return {
         "requests": len(bodies),
-        "paths": paths,
-        "added_p99_ms_by_round": added_p99,
-        "different_answers": sum(
-            a != b for a, b in zip(direct.answers, gateway.answers, strict=True)
-        ),
+        "phases": phases,
+        "rate": run["rate"],
+        "gateway_cpu_ms_per_request": run["gateway_cpu_ms_per_request"],
         "memory_mb_by_quarter": [float(q.mean()) if len(q) else 0.0 for q in quarters],
         "memory_peak_mb": peak,
         "disk_full": {
             "requests": len(full_load.statuses),
             "answered": sum(status == 200 for status in full_load.statuses),
             "same_as_direct": sum(
-                a == b for a, b in zip(full_load.answers, direct.answers, strict=False)
+                a == b for a, b in zip(full_load.answers, direct_answers, strict=False)
             ),
             "captures_dropped": dropped,
         },
-        "capture_bytes_per_request": captured / (len(bodies) + 50),
+        "capture_bytes_per_request": captured / run["gateway_requests"],
     }
 
 
 def verdicts(results: dict) -> dict[str, tuple[float, bool]]:
-    direct, gateway = results["paths"]["direct"], results["paths"]["gateway, capture 1.0"]
+    """The issue's targets, on its load test: the saturated run at the given concurrency."""
+    direct, gateway = (results["phases"]["saturated"][path] for path in ("direct", "gateway"))
     added = gateway["p99_ms"] - direct["p99_ms"]
     ratio = gateway["per_second"] / direct["per_second"]
     memory = results["memory_mb_by_quarter"]
     growth = memory[-1] - memory[0]
     return {
-        "added p99 ms (whole run)": (added, added <= TARGETS["added p99 ms"]),
+        "added p99 ms": (added, added <= TARGETS["added p99 ms"]),
         "throughput ratio": (ratio, ratio >= TARGETS["throughput ratio"]),
         "memory growth MB (first to last quarter)": (growth, growth <= 20),
     }
 
 
 def write_report(results: dict, concurrency: int, load: float, report: Path) -> None:
+    saturated, paced = results["phases"]["saturated"], results["phases"]["paced"]
     rows = "\n".join(
-        f"| {name} | {p['answered']} | {p['lost']} | {p['per_second']:.0f} | {p['p50_ms']:.2f} |"
-        f" {p['p99_ms']:.2f} |"
-        for name, p in results["paths"].items()
+        f"| {phase} | {name} | {p['answered']} | {p['lost']} | {p['per_second']:.0f} |"
+        f" {p['p50_ms']:.2f} | {p['p99_ms']:.2f} |"
+        for phase, values in (("saturated", saturated), (f"{results['rate']:.0f}/s", paced))
+        for name, p in (("direct", values["direct"]), ("gateway", values["gateway"]))
     )
     goals = "\n".join(
         f"| {name} | {value:.2f} | {'met' if met else '**not met**'} |"
         for name, (value, met) in verdicts(results).items()
     )
-    direct, gateway = results["paths"]["direct"], results["paths"]["gateway, capture 1.0"]
+
+    def added(values: dict, key: str) -> str:
+        return f"{values['gateway'][key] - values['direct'][key]:+.2f} ms"
+
     memory = ", ".join(f"{mb:.0f}" for mb in results["memory_mb_by_quarter"])
     full = results["disk_full"]
     requests = results["requests"]
+    different = saturated["different_answers"] + paced["different_answers"]
     report.write_text(
         f"""# The gateway under load
 
 `.venv/bin/python -m benchmarks.gateway --requests {requests} --concurrency {concurrency}` on
 {cpu_model()}, {os.cpu_count()} cores, {datetime.now(UTC):%Y-%m-%d}: the load generator, the
 gateway and the upstream (`testbed/tf_serving.py`, TensorFlow Serving's REST API, the SavedModel in
-a TF1 session, its own process) share the machine. {requests} predict requests of one 28x28 image
-of random pixels per path, {concurrency} in flight, direct and through the gateway capturing every
-request, in {ROUNDS} alternating rounds.
+a TF1 session, its own process) share the machine. Predict requests of one 28x28 image of random
+pixels, {concurrency} connections per path kept open for the whole run (as a client's pool keeps
+them), direct and through the gateway capturing every request (sample rate 1.0, the worst case),
+the paths taking turns in {ROUNDS} rounds:
+
+- **saturated**: {requests} requests per path, each connection sending its next request as soon
+  as its last is answered: the server's throughput, and the latency of a full queue (the
+  targets below are for this run);
+- **at {results["rate"]:.0f}/s**: {requests // 2} requests per path at a fixed rate,
+  {PACED_SHARE:.0%} of the server's saturated throughput, the latency of each counted from when
+  it was due (wrk2's correction: a stall is not hidden by the requests it delayed): what a
+  request sees on a busy server that is not overloaded, right after the saturated run. No
+  target: reported because it is the everyday case; its p99 varies from run to run
+  (docs/monitoring.md says why).
 {busy_note(load)}
-| path | answered | lost | requests/s | p50 ms | p99 ms |
-|---|---|---|---|---|---|
+| load | path | answered | lost | requests/s | p50 ms | p99 ms |
+|---|---|---|---|---|---|---|
 {rows}
 
 Answers through the gateway that differ from the server's own for the same request:
-**{results["different_answers"]}** of {requests}. The gateway adds
-{gateway["p50_ms"] - direct["p50_ms"]:.2f} ms at the median and
-{gateway["p99_ms"] - direct["p99_ms"]:.2f} ms at p99 over the whole run (the p99 of all
-{requests} requests of each path, the rounds interleaved; round by round, {requests // ROUNDS}
-requests each: {", ".join(f"{ms:+.1f}" for ms in results["added_p99_ms_by_round"])} ms), and keeps
-{gateway["per_second"] / direct["per_second"]:.0%} of the server's throughput, using
-{results["gateway_cpu_ms_per_request"]:.2f} ms of CPU per request (read from `/proc`).
+**{different}** of {requests + requests // 2}. Saturated, the gateway adds
+{added(saturated, "p50_ms")} at the median and {added(saturated, "p99_ms")} at p99 and keeps
+{saturated["gateway"]["per_second"] / saturated["direct"]["per_second"]:.0%} of the server's
+throughput, using {results["gateway_cpu_ms_per_request"]:.2f} ms of CPU per request (read from
+`/proc`), CPU the server then lacks on these two cores; at {results["rate"]:.0f}/s it adds
+{added(paced, "p50_ms")} at the median and {added(paced, "p99_ms")} at p99.
 
 Targets: added p99 at most {TARGETS["added p99 ms"]:g} ms, throughput at least
 {TARGETS["throughput ratio"]:.0%} of the server alone, memory flat (at most 20 MB more in the
@@ -337,14 +409,15 @@ server's own, {full["captures_dropped"]:.0f} captures dropped and counted
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.gateway", description=__doc__)
-    parser.add_argument("--requests", type=int, default=8000, help="per path")
-    parser.add_argument("--concurrency", type=int, default=32, help="requests in flight")
+    parser.add_argument("--requests", type=int, default=8000, help="per path, saturated")
+    parser.add_argument("--concurrency", type=int, default=32, help="connections per path")
     parser.add_argument("--out", type=Path, default=REPORT, help="the report (Markdown)")
     args = parser.parse_args(argv)
     results = measure(args.requests, args.concurrency)
     write_report(results, args.concurrency, os.getloadavg()[0], args.out)
     print(args.out.read_text())
-    if results["different_answers"] or any(p["lost"] for p in results["paths"].values()):
+    phases = results["phases"].values()
+    if any(p["different_answers"] or p["direct"]["lost"] or p["gateway"]["lost"] for p in phases):
         raise SystemExit("gateway: requests lost or answers changed; see the report")
 
 
