@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,21 +63,18 @@ def package(directory: Path) -> Path:
     return directory
 
 
-class Upstream:
-    """``python -m testbed.tf_serving`` in its own process."""
+class Server:
+    """``python -m testbed.<module> ARGS`` in its own process, once it says where it listens."""
 
-    def __init__(self, version: Path):
-        command = [
-            sys.executable, "-m", "testbed.tf_serving", "--model", "mnist",
-            "--version", f"1={version}", "--label", "stable=1",
-        ]  # fmt: skip
+    def __init__(self, module: str, *args: str):
+        command = [sys.executable, "-m", f"testbed.{module}", *args]
         self.process = subprocess.Popen(
             command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
         )
         line = self.process.stdout.readline()
-        if not line.startswith("tf_serving: listening on "):
+        if not line.startswith(f"{module}: listening on "):
             self.process.kill()
-            raise RuntimeError(f"the upstream did not start: {line!r}")
+            raise RuntimeError(f"testbed.{module} did not start: {line!r}")
         self.url = line.split()[-1]
 
     def stop(self) -> None:
@@ -206,6 +205,18 @@ async def rounds(
     return {name: merged(parts) for name, parts in loads.items()}
 
 
+@contextlib.asynccontextmanager
+async def warm_pools(
+    urls: dict[str, str], bodies: list[bytes], concurrency: int
+) -> AsyncIterator[dict[str, aiohttp.ClientSession]]:
+    """A client pool per path, every connection of each open before anything is measured."""
+    async with client(concurrency) as direct, client(concurrency) as through:
+        clients = {"direct": direct, "gateway": through}
+        for name, url in urls.items():
+            await send_all(clients[name], url + PATH, bodies[: concurrency * 4], concurrency)
+        yield clients
+
+
 async def drive(
     urls: dict[str, str],
     disk_full_url: str,
@@ -215,10 +226,7 @@ async def drive(
 ) -> dict:
     """Saturated rounds, then rounds at ``PACED_SHARE`` of the server's saturated throughput, then
     the disk-full gateway; the gateway's memory sampled throughout, its CPU over the first part."""
-    async with client(concurrency) as direct, client(concurrency) as through:
-        clients = {"direct": direct, "gateway": through}
-        for name, url in urls.items():  # every connection of both pools open before measuring
-            await send_all(clients[name], url + PATH, bodies[: concurrency * 4], concurrency)
+    async with warm_pools(urls, bodies, concurrency) as clients:
         memory = MemorySampler(gateway_pid)
         cpu_before = cpu_seconds(gateway_pid)
         saturated = await rounds(clients, urls, bodies, concurrency, None)
@@ -240,6 +248,18 @@ async def drive(
     }
 
 
+async def ceiling(
+    urls: dict[str, str], gateway_pid: int, bodies: list[bytes], concurrency: int
+) -> tuple[dict[str, Load], float]:
+    """Saturated rounds in front of the instant server: the gateway's own limit; its CPU (ms)
+    per request."""
+    async with warm_pools(urls, bodies, concurrency) as clients:
+        cpu_before = cpu_seconds(gateway_pid)
+        loads = await rounds(clients, urls, bodies, concurrency, None)
+        cpu_s = cpu_seconds(gateway_pid) - cpu_before
+    return loads, cpu_s * 1000 / len(bodies)
+
+
 def measure(requests: int, concurrency: int) -> dict:
     rng = np.random.default_rng(0)
     bodies = [
@@ -248,21 +268,33 @@ def measure(requests: int, concurrency: int) -> dict:
     ]
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
-        upstream = Upstream(package(root / "1"))
-        started: list[GatewayProcess] = []
+        capture = ("--sample-rate", "1.0", "--capture-dir")
+        started: list[GatewayProcess | Server] = []
         try:  # everything started is stopped, whatever fails
-            capture = ("--sample-rate", "1.0", "--capture-dir")
-            started.append(GatewayProcess("--upstream", upstream.url, *capture, str(root / "cap")))
+            version = package(root / "1")
+            server = Server("tf_serving", "--model", "mnist", "--version", f"1={version}",
+                            "--label", "stable=1")  # fmt: skip
+            started.append(server)
+            gateway = GatewayProcess("--upstream", server.url, *capture, str(root / "cap"))
+            started.append(gateway)
             full = (*capture, str(root / "full"), "--max-capture-mb", "0.001")
-            started.append(GatewayProcess("--upstream", upstream.url, *full))
-            gateway, disk_full = started
-            urls = {"direct": upstream.url, "gateway": gateway.url}
+            disk_full = GatewayProcess("--upstream", server.url, *full)
+            started.append(disk_full)
+            urls = {"direct": server.url, "gateway": gateway.url}
             run = asyncio.run(drive(urls, disk_full.url, gateway.process.pid, bodies, concurrency))
             dropped = dropped_captures(disk_full, len(run["full_load"].statuses))
+            answer = root / "answer.json"  # the real model's answer, replayed at once
+            answer.write_bytes(run["saturated"]["direct"].answers[0])
+            instant = Server("instant_serving", "--answer", str(answer))
+            started.append(instant)
+            in_front = GatewayProcess("--upstream", instant.url, *capture, str(root / "cap-2"))
+            started.append(in_front)
+            urls = {"direct": instant.url, "gateway": in_front.url}
+            half = bodies[: max(len(bodies) // 2, 1)]
+            run["ceiling"] = asyncio.run(ceiling(urls, in_front.process.pid, half, concurrency))
         finally:
-            for process in started:
+            for process in reversed(started):
                 process.stop()
-            upstream.stop()
         captured = sum(p.stat().st_size for p in (root / "cap").rglob("*.jsonl.gz"))
     return summarize(run, bodies, dropped, captured)
 
@@ -298,6 +330,12 @@ def summarize(run: dict, bodies: list[bytes], dropped: float, captured: int) -> 
                 a != b for a, b in zip(direct.answers, gateway.answers, strict=True)
             ),
         }
+    ceiling_loads, ceiling_cpu_ms = run["ceiling"]
+    phases["ceiling"] = {
+        "direct": path_summary(ceiling_loads["direct"]),
+        "gateway": path_summary(ceiling_loads["gateway"]),
+        "gateway_cpu_ms_per_request": ceiling_cpu_ms,
+    }
     samples, peak = run["memory"]
     quarters = np.array_split(np.array(samples or [0.0]), 4)
     full_load, direct_answers = run["full_load"], run["saturated"]["direct"].answers
@@ -335,11 +373,17 @@ def verdicts(results: dict) -> dict[str, tuple[float, bool]]:
 
 
 def write_report(results: dict, concurrency: int, load: float, report: Path) -> None:
-    saturated, paced = results["phases"]["saturated"], results["phases"]["paced"]
+    phases = results["phases"]
+    saturated, paced, instant = phases["saturated"], phases["paced"], phases["ceiling"]
+    loads = (
+        ("saturated", saturated),
+        (f"{results['rate']:.0f}/s", paced),
+        ("instant server, saturated", instant),
+    )
     rows = "\n".join(
         f"| {phase} | {name} | {p['answered']} | {p['lost']} | {p['per_second']:.0f} |"
         f" {p['p50_ms']:.2f} | {p['p99_ms']:.2f} |"
-        for phase, values in (("saturated", saturated), (f"{results['rate']:.0f}/s", paced))
+        for phase, values in loads
         for name, p in (("direct", values["direct"]), ("gateway", values["gateway"]))
     )
     goals = "\n".join(
@@ -373,7 +417,11 @@ the paths taking turns in {ROUNDS} rounds:
   it was due (wrk2's correction: a stall is not hidden by the requests it delayed): what a
   request sees on a busy server that is not overloaded, right after the saturated run. No
   target: reported because it is the everyday case; its p99 varies from run to run
-  (docs/monitoring.md says why).
+  (docs/monitoring.md says why);
+- **instant server**: {instant["direct"]["answered"]} requests per path, saturated, in front of
+  `testbed/instant_serving.py`, which replays the real model's answer at once: the gateway's own
+  ceiling. The stand-in spends about a millisecond of Python on each request, far more than
+  TensorFlow Serving's C++ server, so in front of it the gateway is never the bottleneck.
 {busy_note(load)}
 | load | path | answered | lost | requests/s | p50 ms | p99 ms |
 |---|---|---|---|---|---|---|
@@ -385,7 +433,11 @@ Answers through the gateway that differ from the server's own for the same reque
 {saturated["gateway"]["per_second"] / saturated["direct"]["per_second"]:.0%} of the server's
 throughput, using {results["gateway_cpu_ms_per_request"]:.2f} ms of CPU per request (read from
 `/proc`), CPU the server then lacks on these two cores; at {results["rate"]:.0f}/s it adds
-{added(paced, "p50_ms")} at the median and {added(paced, "p99_ms")} at p99.
+{added(paced, "p50_ms")} at the median and {added(paced, "p99_ms")} at p99. In front of the
+instant server the gateway carries **{instant["gateway"]["per_second"]:.0f} requests/s** (the
+server alone {instant["direct"]["per_second"]:.0f}/s), with
+{instant["gateway_cpu_ms_per_request"]:.2f} ms of CPU per request: one gateway process's ceiling on
+this machine, with the load generator beside it.
 
 Targets: added p99 at most {TARGETS["added p99 ms"]:g} ms, throughput at least
 {TARGETS["throughput ratio"]:.0%} of the server alone, memory flat (at most 20 MB more in the
@@ -417,7 +469,9 @@ def main(argv: list[str] | None = None) -> None:
     write_report(results, args.concurrency, os.getloadavg()[0], args.out)
     print(args.out.read_text())
     phases = results["phases"].values()
-    if any(p["different_answers"] or p["direct"]["lost"] or p["gateway"]["lost"] for p in phases):
+    if any(
+        p.get("different_answers") or p["direct"]["lost"] or p["gateway"]["lost"] for p in phases
+    ):
         raise SystemExit("gateway: requests lost or answers changed; see the report")
 
 

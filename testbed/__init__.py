@@ -8,5 +8,6 @@
 - ``testbed.registry``: a data registry (git + DVC) that projects ``dvc import`` from.
 - ``testbed.tf_serving``: TensorFlow Serving's REST API on 127.0.0.1, with real SavedModels;
   ``testbed.tf_serving_config``: its model config file, parsed as it parses it;
-  ``testbed.gateway``: the serving gateway run as a process.
+  ``testbed.gateway``: the serving gateway run as a process; ``testbed.instant_serving``, the
+  same API answering at once with a fixed answer (the gateway's own ceiling).
 """

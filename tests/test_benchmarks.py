@@ -46,9 +46,9 @@ def test_time_to_accuracy_smoke_run_writes_both_reports(tmp_path: Path, shared_m
 
 
 def test_gateway_load_test_short_run(tmp_path: Path) -> None:
-    """The load test, bounded: 40 requests per path saturated and 20 at a fixed rate, 4
-    connections; none lost, none changed, and with the capture's disk budget used up every
-    request still answered and each drop counted."""
+    """The load test, bounded: 40 requests per path saturated, 20 at a fixed rate and 20 in front
+    of the instant server, 4 connections; none lost, none changed, and with the capture's disk
+    budget used up every request still answered and each drop counted."""
     report = tmp_path / "GATEWAY.md"
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.gateway", "--requests", "40", "--concurrency", "4",
@@ -60,6 +60,7 @@ def test_gateway_load_test_short_run(tmp_path: Path) -> None:
     for path in ("direct", "gateway"):
         assert f"\n| saturated | {path} | 40 | 0 | " in text  # all answered, none lost
         assert re.search(rf"\n\| \d+/s \| {path} \| 20 \| 0 \| ", text)
+        assert f"\n| instant server, saturated | {path} | 20 | 0 | " in text
     assert "differ from the server's own for the same request:\n**0** of 60" in text
     assert "10 of 10 requests answered, 10 answers the\nserver's own, 10 captures dropped" in text
     captured = float(text.split("Captured: ")[1].split()[0])
