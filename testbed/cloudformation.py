@@ -44,7 +44,7 @@ TEXT = TEMPLATE.read_text()
 
 
 class Renderer:
-    """Resolves Ref, Fn::GetAtt, Fn::Sub, Fn::If and Fn::Equals as CloudFormation would."""
+    """Resolves Ref, Fn::GetAtt, Fn::Sub, Fn::If, Fn::Equals and Fn::Not as CloudFormation would."""
 
     def __init__(self, template: dict, parameters: dict[str, str]) -> None:
         self.template = template
@@ -108,6 +108,9 @@ class Renderer:
             if key == "Fn::Equals":
                 left, right = self.resolve(value)
                 return left == right
+            if key == "Fn::Not":
+                (inner,) = value
+                return not self.resolve(inner)
             assert not key.startswith("Fn::"), f"the renderer does not know {key}"
         return {key: self.resolve(value) for key, value in node.items()}
 

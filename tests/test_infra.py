@@ -25,6 +25,7 @@ from cfnlint.api import lint
 from cfnlint.config import ManualArgs
 
 from testbed.cloudformation import (
+    ACCOUNT,
     BED_RELEASE_ROLE,
     BED_SERVING_ROLE,
     BUCKET,
@@ -72,7 +73,17 @@ def listed(value: Any) -> list:
 # For a CircleCI provider AWS evaluates only the standard claims (aud, sub, ...); custom claims
 # such as oidc.circleci.com/vcs-ref are not condition keys, so a condition on one would never
 # match. The branch is pinned through `sub`, as CircleCI's own AWS example does.
-TRUST_KEYS = {f"{ISSUER}:aud": "aud", f"{ISSUER}:sub": "sub"}
+# A Kubernetes cluster's service-account tokens (EKS IRSA: audience sts.amazonaws.com, subject
+# system:serviceaccount:<namespace>:<name>), for the optional TrainingClusterOidcIssuer.
+CLUSTER = "oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE"
+CLUSTER_PROVIDER_ARN = f"arn:aws:iam::{ACCOUNT}:oidc-provider/{CLUSTER}"
+CLUSTER_PARAMETERS = {"TrainingClusterOidcIssuer": CLUSTER, "TrainingNamespace": "mnist"}
+TRUST_KEYS = {
+    f"{ISSUER}:aud": "aud",
+    f"{ISSUER}:sub": "sub",
+    f"{CLUSTER}:aud": "aud",
+    f"{CLUSTER}:sub": "sub",
+}
 OPERATORS = {
     "StringEquals": lambda wanted, value: value in wanted,
     "StringLike": lambda wanted, value: any(string_like(p, value) for p in wanted),
@@ -124,6 +135,23 @@ TOKENS = {
     "another audience": token(MAIN, aud="00000000-0000-0000-0000-000000000000"),
     "V1 token": {"aud": ORG, "sub": f"org/{ORG}/project/{PROJECT}/user/anyone"},
 }
+
+
+def pod_token(
+    namespace: str = "mnist", account: str = "mnist-train", aud: str = "sts.amazonaws.com"
+) -> dict:
+    """The claims of a pod's projected service-account token that AWS can test."""
+    return {"aud": aud, "sub": f"system:serviceaccount:{namespace}:{account}"}
+
+
+POD_TOKENS = {
+    "training pods": pod_token(),
+    "another service account": pod_token(account="default"),
+    "another namespace": pod_token(namespace="default"),
+    "another audience": pod_token(aud=ORG),
+}
+# The training pods pull with the read role and the chief pushes with the push role.
+EXPECTED_POD_TRUST = {"push": {"training pods"}, "read": {"training pods"}}
 MAIN_ONLY = {"main"}
 EVERY_BRANCH = {"main", "branch", "tag"}
 EXPECTED_TRUST = {"push": MAIN_ONLY, "read": EVERY_BRANCH, "release": MAIN_ONLY, "serving": set()}
@@ -238,6 +266,30 @@ def trust_problems(rendered: dict, provider_arn: str = CREATED_PROVIDER_ARN) -> 
     return problems
 
 
+def cluster_trust_problems(text: str) -> list[str]:
+    """With a training cluster named, its training pods (and no other service account) may
+    assume the push and read roles, and CircleCI's trust is as without it; with none, no role
+    trusts the cluster."""
+    problems = []
+    for parameters in (CLUSTER_PARAMETERS, {}):
+        rendered = render(text, **parameters)
+        for role, resource in ROLES.items():
+            document = rendered["Resources"][resource]["Properties"]["AssumeRolePolicyDocument"]
+            accepted = {
+                name
+                for name, claims in POD_TOKENS.items()
+                if trust_allows(document, CLUSTER_PROVIDER_ARN, claims)
+            }
+            expected = EXPECTED_POD_TRUST.get(role, set()) if parameters else set()
+            for name in sorted(expected - accepted):
+                problems.append(f"{role} role refuses the cluster's {name} token")
+            for name in sorted(accepted - expected):
+                problems.append(f"{role} role accepts the cluster's {name} token")
+    with_cluster = render(text, **CLUSTER_PARAMETERS)
+    problems += [f"with a training cluster, {problem}" for problem in trust_problems(with_cluster)]
+    return problems
+
+
 def serving_trust_problems(rendered: dict) -> list[str]:
     """The serving role is for EC2 instances (its instance profile), never for CI."""
     role = rendered["Resources"]["ServingRole"]["Properties"]
@@ -305,6 +357,7 @@ def problems(text: str) -> list[str]:
         bucket_problems(rendered)
         + bucket_policy_problems(rendered)
         + trust_problems(rendered)
+        + cluster_trust_problems(text)
         + serving_trust_problems(rendered)
         + permission_problems(rendered)
     )
@@ -323,21 +376,23 @@ def test_cfn_lint_finds_nothing() -> None:
     assert describe(lint(TEXT, config=LINT_CONFIG)) == []
 
 
-def lint_rendered_trust(text: str) -> list:
+def lint_rendered_trust(text: str, **parameters: str) -> list:
     """Lint with each trust policy as the object IAM receives, which cfn-lint can check."""
     template = decode(text)
-    rendered = render(text)
+    rendered = render(text, **parameters)
     for name in ROLES.values():
         properties = template["Resources"][name]["Properties"]
         document = rendered["Resources"][name]["Properties"]["AssumeRolePolicyDocument"]
         properties["AssumeRolePolicyDocument"] = document
-    # Rendering inlines CircleCiProjectId and VcsOrigin, which leaves them unused (W2001).
-    config = ManualArgs(**LINT_CONFIG, ignore_checks=["W2001"])
+    # Rendering inlines CircleCiProjectId, VcsOrigin and the TrainingCluster condition, which
+    # leaves them unused (W2001, W8001).
+    config = ManualArgs(**LINT_CONFIG, ignore_checks=["W2001", "W8001"])
     return lint(json.dumps(template), config=config)
 
 
-def test_cfn_lint_finds_nothing_in_the_rendered_trust_policies() -> None:
-    assert describe(lint_rendered_trust(TEXT)) == []
+@pytest.mark.parametrize("parameters", [{}, CLUSTER_PARAMETERS], ids=["", "training cluster"])
+def test_cfn_lint_finds_nothing_in_the_rendered_trust_policies(parameters: dict) -> None:
+    assert describe(lint_rendered_trust(TEXT, **parameters)) == []
 
 
 def test_cfn_lint_would_report_a_broken_trust_policy() -> None:
@@ -544,6 +599,24 @@ MUTATIONS = [
         "Service: ec2.amazonaws.com",
         "Service: [ec2.amazonaws.com, lambda.amazonaws.com]",
         "serving role trusts more than EC2 instances",
+    ),
+    (
+        '"sts.amazonaws.com",\n                    "${TrainingClusterOidcIssuer}:sub": '
+        '"system:serviceaccount:${TrainingNamespace}:mnist-train"',
+        '"sts.amazonaws.com"',
+        "push role accepts the cluster's another service account token",
+    ),
+    (
+        '"${TrainingClusterOidcIssuer}:aud": "sts.amazonaws.com",\n                    ',
+        "",
+        "read role accepts the cluster's another audience token",
+        "  ReadRole:",
+    ),
+    (
+        "system:serviceaccount:${TrainingNamespace}:mnist-train",
+        "system:serviceaccount:default:mnist-train",
+        "read role refuses the cluster's training pods token",
+        "  ReadRole:",
     ),
     (
         "      Roles: [!Ref ServingRole]",
