@@ -5,16 +5,20 @@
 The upstream is ``testbed/tf_serving.py`` in a process of its own (TensorFlow Serving's REST API,
 the model run in a TF1 session as the real server's loader does; the real binary is not
 installable here), serving a package with the pipeline's signature. The load generator (asyncio
-and aiohttp, ``--concurrency`` requests in flight) sends the same predict requests, one image of
-random pixels each (new for each request: what compresses worst), straight to the server and
-through the gateway capturing every one (``--sample-rate 1.0``, the worst case), in alternating
-rounds so that a change in the machine's speed affects both alike. It checks that no request is
-lost and that every answer through the gateway is byte for byte the server's own; it reports
-throughput, p50 and p99 latency of both, the gateway's resident memory as the run goes (read from
-``/proc``), and a last round with the capture's disk budget exhausted (every capture dropped):
-every request must still be answered. The bucket is not on the request's path at all (the
-uploader, ``serving.upload_captures``, is a separate process), so a bucket that is down cannot
-touch a request. Bounded: ``--requests`` per path, each request with a 30 s timeout.
+and aiohttp, ``--concurrency`` connections per path, kept open for the whole run) sends the same
+predict requests, one image of random pixels each (new for each request: what compresses worst),
+straight to the server and through the gateway capturing every one (``--sample-rate 1.0``, the
+worst case), in alternating rounds so that a change in the machine's speed affects both alike:
+first saturated (each connection sends as soon as it is answered: the issue's targets), then at
+a fixed rate, half the server's throughput (latency counted from when each request was due),
+then in front of ``testbed/instant_serving.py``, which answers at once (the gateway's own
+ceiling). It checks that no request is lost and that every answer through the gateway is byte for
+byte the server's own; it reports throughput, p50 and p99 latency of each path, the gateway's CPU
+per request and resident memory as the run goes (read from ``/proc``), and a last round with the
+capture's disk budget exhausted (every capture dropped): every request must still be answered.
+The bucket is not on the request's path at all (the uploader, ``serving.upload_captures``, is a
+separate process), so a bucket that is down cannot touch a request. Bounded: ``--requests`` per
+path, each request with a 30 s timeout.
 """
 
 from __future__ import annotations
