@@ -27,6 +27,7 @@ STATUS = {
 
 
 async def serve(answer: bytes) -> None:
+    """Answer on a free port of 127.0.0.1 until SIGTERM; print where, once listening."""
     status = json.dumps(STATUS).encode()
 
     async def handle(request: web.BaseRequest) -> web.Response:
@@ -38,8 +39,8 @@ async def serve(answer: bytes) -> None:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    print(f"instant_serving: listening on http://127.0.0.1:{port}", flush=True)
+    host, port = runner.addresses[0][:2]
+    print(f"instant_serving: listening on http://{host}:{port}", flush=True)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()

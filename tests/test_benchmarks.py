@@ -61,7 +61,7 @@ def test_gateway_load_test_short_run(tmp_path: Path) -> None:
         assert f"\n| saturated | {path} | 40 | 0 | " in text  # all answered, none lost
         assert re.search(rf"\n\| \d+/s \| {path} \| 20 \| 0 \| ", text)
         assert f"\n| instant server, saturated | {path} | 20 | 0 | " in text
-    assert "differ from the server's own for the same request:\n**0** of 60" in text
+    assert "differ from the server's own for the same request:\n**0** of 80" in text
     assert "10 of 10 requests answered, 10 answers the\nserver's own, 10 captures dropped" in text
     captured = float(text.split("Captured: ")[1].split()[0])
     assert captured > 500  # 784 random pixels and the predictions, gzip JSON

@@ -104,7 +104,7 @@ def trust_allows(document: dict, provider_arn: str, claims: dict[str, str]) -> b
         for operator, tests in statement.get("Condition", {}).items():
             assert operator in OPERATORS, f"unexpected operator {operator} in a trust policy"
             for key, wanted in tests.items():
-                assert key in TRUST_KEYS, f"{key} is not a condition key AWS offers for CircleCI"
+                assert key in TRUST_KEYS, f"{key} is not a condition key of the token's issuer"
                 matched &= OPERATORS[operator](listed(wanted), claims[TRUST_KEYS[key]])
         if statement["Effect"] == "Deny" and matched:
             return False
@@ -287,6 +287,12 @@ def cluster_trust_problems(text: str) -> list[str]:
                 problems.append(f"{role} role accepts the cluster's {name} token")
     with_cluster = render(text, **CLUSTER_PARAMETERS)
     problems += [f"with a training cluster, {problem}" for problem in trust_problems(with_cluster)]
+    without = render(text)
+    for role, resource in CI_ROLES.items():  # no statement of any kind for an absent cluster
+        document = without["Resources"][resource]["Properties"]["AssumeRolePolicyDocument"]
+        trusted = {str(statement["Principal"]) for statement in document["Statement"]}
+        if trusted != {str({"Federated": CREATED_PROVIDER_ARN})}:
+            problems.append(f"without a training cluster, {role} role trusts {sorted(trusted)}")
     return problems
 
 
@@ -617,6 +623,11 @@ MUTATIONS = [
         "system:serviceaccount:default:mnist-train",
         "read role refuses the cluster's training pods token",
         "  ReadRole:",
+    ),
+    (
+        'TrainingCluster: !Not [!Equals [!Ref TrainingClusterOidcIssuer, ""]]',
+        'TrainingCluster: !Equals ["a", "a"]',
+        "without a training cluster, push role trusts",
     ),
     (
         "      Roles: [!Ref ServingRole]",
