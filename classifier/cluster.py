@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -43,6 +44,17 @@ class Cluster:
     @property
     def peers(self) -> dict[int, str]:
         return {i: address for i, address in enumerate(self.workers) if i != self.index}
+
+    def lost_worker(self, message: str) -> str:
+        """Which worker an UnavailableError lost: the one TensorFlow's message names, else the
+        only peer there is (TensorFlow names it in some runs and not in others), else "a
+        worker"."""
+        named = re.search(r"/job:worker(?:/replica:\d+)?/task:(\d+)", message)
+        if named:
+            return f"worker {named[1]}"
+        if len(self.peers) == 1:
+            return f"worker {next(iter(self.peers))}"
+        return "a worker"
 
 
 def read_cluster(environ: Mapping[str, str] = os.environ) -> Cluster | None:

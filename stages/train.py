@@ -24,7 +24,6 @@ model, metrics and reports; the others keep their resume state under ``.train-st
 from __future__ import annotations
 
 import math
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,9 +125,8 @@ def train(
     except tf.errors.UnavailableError as error:
         if cluster is None:
             raise
-        lost = re.search(r"/job:worker/task:(\d+)", error.message)
         raise StageError(
-            f"{f'worker {lost[1]}' if lost else 'a worker'} of the cluster stopped answering"
+            f"{cluster.lost_worker(error.message)} of the cluster stopped answering"
             f" (TensorFlow: {type(error).__name__}); start every worker again: each resumes after"
             f" epoch {len(history)}, the last one all of them finished"
         ) from None

@@ -185,3 +185,16 @@ def test_no_tf_config_is_one_machine() -> None:
     two = '{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}'
     cluster = read_cluster({"TF_CONFIG": two})
     assert cluster is not None and not cluster.is_chief and cluster.peers == {0: "a:1"}
+
+
+def test_the_lost_worker_is_named_whether_or_not_tensorflow_names_it() -> None:
+    """TensorFlow's UnavailableError names the lost task in some runs and not in others; with one
+    peer there is no doubt which it was (the killed-worker test above met both)."""
+    config = '{{"cluster": {{"worker": {workers}}}, "task": {{"type": "worker", "index": 0}}}}'
+    two = read_cluster({"TF_CONFIG": config.format(workers='["a:1", "b:2"]')})
+    three = read_cluster({"TF_CONFIG": config.format(workers='["a:1", "b:2", "c:3"]')})
+    unnamed = "failed to connect to all addresses"
+    assert two.lost_worker(unnamed) == "worker 1"
+    assert three.lost_worker("task /job:worker/replica:0/task:2 is unavailable") == "worker 2"
+    assert three.lost_worker("Socket closed: /job:worker/task:1") == "worker 1"
+    assert three.lost_worker(unnamed) == "a worker"
